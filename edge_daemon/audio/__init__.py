@@ -1,0 +1,79 @@
+"""Audio backends behind the Microphone and Speaker protocols (see ``base``).
+
+``open_audio`` is the one entry point the daemon uses. Backends that need
+optional native libraries are imported only when chosen, so importing this
+package never loads PortAudio.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    MIC_RATE,
+    SAMPLE_WIDTH,
+    SPEAKER_RATE,
+    AudioConfigError,
+    Microphone,
+    PacedMicrophone,
+    PacedSpeaker,
+    Speaker,
+)
+from .null import NullMicrophone, NullSpeaker
+from .wav import WavMicrophone, WavSpeaker
+
+__all__ = [
+    "BACKENDS",
+    "MIC_RATE",
+    "SAMPLE_WIDTH",
+    "SPEAKER_RATE",
+    "AudioConfigError",
+    "Microphone",
+    "NullMicrophone",
+    "NullSpeaker",
+    "PacedMicrophone",
+    "PacedSpeaker",
+    "Speaker",
+    "WavMicrophone",
+    "WavSpeaker",
+    "open_audio",
+]
+
+BACKENDS = ("pyaudio", "wav", "null")
+
+
+def open_audio(
+    backend: str,
+    *,
+    input_wav: str = "",
+    output_wav: str = "",
+    chunk_ms: int = 40,
+    speed: float = 1.0,
+) -> tuple[Microphone, Speaker]:
+    """A (microphone, speaker) pair for ``backend``; AudioConfigError if it cannot be used.
+
+    ``wav`` replays ``input_wav`` (silence if empty) and records to ``output_wav``
+    (discarded, but still paced, if empty). ``speed`` paces simulated backends
+    faster than real time (0 = unpaced); real devices ignore it.
+    """
+    if backend == "null":
+        return NullMicrophone(chunk_ms, speed), NullSpeaker(speed=speed)
+    if backend == "wav":
+        mic = WavMicrophone(input_wav or None, chunk_ms, speed)
+        speaker: Speaker = WavSpeaker(output_wav, speed) if output_wav else NullSpeaker(speed=speed)
+        return mic, speaker
+    if backend == "pyaudio":
+        return _open_pyaudio(chunk_ms=chunk_ms)
+    raise AudioConfigError(
+        f"unknown audio backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+    )
+
+
+def _open_pyaudio(*, chunk_ms: int) -> tuple[Microphone, Speaker]:
+    # Lazy: PyAudio is an optional extra, and loading PortAudio probes every ALSA
+    # device (slow and noisy) even on runs that never use it.
+    try:
+        from .pyaudio_backend import open_pyaudio  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.pyaudio_backend":
+            raise  # the backend exists but something it needs does not: say so
+        raise AudioConfigError("pyaudio backend not available yet") from None
+    return open_pyaudio(chunk_ms=chunk_ms)

@@ -1,0 +1,659 @@
+"""Configuration: one TOML file into frozen dataclasses.
+
+Every error names the file, the key path and what was expected; unknown keys are
+errors, because a typo in a device's config must never be silently ignored.
+The API key never lives in the TOML: it comes from the environment, a key file
+or a systemd credential (see ``resolve_secret``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hmac
+import json
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_PATH = "/etc/edge-daemon/config.toml"
+GOOGLE_ENDPOINT = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
+GOOGLE_EPHEMERAL_ENDPOINT = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
+DEFAULT_MODEL = "models/gemini-2.5-flash-native-audio-preview-12-2025"
+DEFAULT_SYSTEM_INSTRUCTION = (
+    "You are a helpful voice assistant running on a small device. "
+    "Answer briefly, in spoken language."
+)
+
+
+@dataclass(frozen=True)
+class GeminiConfig:
+    # Full ws:// or wss:// URL. Empty means Google's endpoint (or, under
+    # --simulate, the built-in fake server).
+    endpoint: str = ""
+    model: str = DEFAULT_MODEL
+    api_key_file: str = ""
+    auth: Literal["api_key", "ephemeral_token"] = "api_key"
+    voice: str = "Kore"
+    language: str = ""
+    system_instruction: str = DEFAULT_SYSTEM_INSTRUCTION
+    transcribe_input: bool = True
+    transcribe_output: bool = True
+    context_window_compression: bool = True
+    connect_timeout_s: float = 10.0
+    setup_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    backend: Literal["pyaudio", "wav", "null"] = "pyaudio"
+    input_wav: str = ""
+    output_wav: str = ""
+    chunk_ms: int = 40
+    input_device: str = ""
+    output_device: str = ""
+    volume: float = 1.0
+    preroll_ms: int = 500
+    half_duplex: bool = False
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    mode: Literal["hold", "toggle"] = "hold"
+    pin: int = 23
+    pull_up: bool = True
+    bounce_s: float = 0.02
+    min_press_s: float = 0.15
+    poll: bool = False
+    poll_interval_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = "/run/edge-daemon/control.sock"
+    keyboard: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    target: Literal["auto", "journal", "stderr"] = "auto"
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 30.0
+    config_error_backoff_s: float = 300.0
+    healthy_after_s: float = 30.0
+    offline_buffer_s: float = 10.0
+    # No server message for this long after we asked for an answer (end of a
+    # turn, a tool response): the server is hung though the socket is open.
+    response_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class Config:
+    gemini: GeminiConfig = field(default_factory=GeminiConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    button: ButtonConfig = field(default_factory=ButtonConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
+    # The file this came from ("" for built-in defaults): error messages name it.
+    source: str = ""
+    # Dotted keys the file (or with_overrides) set, as opposed to defaults:
+    # --simulate replaces only what was not configured. Not part of equality,
+    # so a file that spells out every default still equals Config().
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+
+API_KEY_ENV = "GEMINI_API_KEY"
+EPHEMERAL_TOKEN_ENV = "GEMINI_EPHEMERAL_TOKEN"
+CONFIG_ENV = "EDGE_DAEMON_CONFIG"
+CREDENTIAL_NAME = "gemini-api-key"
+
+# Config fields the loader fills in itself; a TOML file may not set them.
+_INTERNAL = frozenset({"source", "explicit"})
+
+_SECRET_ADVICE = (
+    "the API key must come from $GEMINI_API_KEY, gemini.api_key_file or the systemd "
+    f"credential {CREDENTIAL_NAME}, never from the TOML file"
+)
+# Google API keys start with "AIza"; ephemeral tokens are named "auth_tokens/...".
+# Values like these are never echoed back, wherever they were typed.
+_SECRET_VALUE = re.compile(r"AIza[0-9A-Za-z_\-]{8,}|auth_tokens/|[?&](key|access_token)=", re.I)
+_SECRET_NAMES = frozenset({"key", "apikey", "token", "secret", "password", "credential"})
+
+
+class _Unset:
+    pass
+
+
+_UNSET = _Unset()
+
+
+class ConfigError(Exception):
+    """A config problem, worded for the person editing the file on the device.
+
+    ``file`` is the config file (or another origin such as "overrides"), ``key``
+    the dotted key path or None, ``expected`` what would have been accepted.
+    The offending value is shown in the message only when it cannot be a secret,
+    and is never kept on the exception.
+    """
+
+    def __init__(
+        self,
+        file: str,
+        key: str | None,
+        expected: str,
+        *,
+        got: object = _UNSET,
+        problem: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.file = file
+        self.key = key
+        self.expected = expected
+        self.line = line
+        self.column = column
+        if problem is None:
+            problem = f"expected {expected}"
+            if not isinstance(got, _Unset):
+                problem += f", got {_show(got)}"
+        self.problem = problem
+        super().__init__(": ".join(part for part in (file, key, problem) if part))
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str) and _SECRET_VALUE.search(value):
+        return "a value that looks like a secret (not shown)"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # TOML spelling, not Python's
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- value rules
+
+
+@dataclass(frozen=True)
+class _Range:
+    lo: float | None = None
+    hi: float | None = None
+    lo_exclusive: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_exclusive else value < self.lo):
+            return False
+        return self.hi is None or value <= self.hi
+
+    def words(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"from {self.lo:g} to {self.hi:g}"
+        if self.lo is not None:
+            return f"greater than {self.lo:g}" if self.lo_exclusive else f"of at least {self.lo:g}"
+        return f"of at most {self.hi:g}"
+
+
+_POSITIVE = _Range(0, lo_exclusive=True)
+_NON_NEGATIVE = _Range(0)
+
+_RANGES: dict[str, _Range] = {
+    "gemini.connect_timeout_s": _POSITIVE,
+    "gemini.setup_timeout_s": _POSITIVE,
+    # Gemini Live wants 20-40 ms of audio per message; more adds latency,
+    # less floods the socket.
+    "audio.chunk_ms": _Range(20, 40),
+    "audio.volume": _Range(0, 2),
+    "audio.preroll_ms": _Range(0, 2000),
+    "button.pin": _Range(0, 27),  # the BCM GPIO numbers on a Pi header
+    "button.bounce_s": _NON_NEGATIVE,
+    "button.min_press_s": _NON_NEGATIVE,
+    "button.poll_interval_s": _POSITIVE,
+    "link.backoff_initial_s": _POSITIVE,
+    "link.backoff_max_s": _POSITIVE,
+    "link.config_error_backoff_s": _POSITIVE,
+    "link.healthy_after_s": _NON_NEGATIVE,
+    # Buffered mic audio costs 32 kB a second: keep it bounded.
+    "link.offline_buffer_s": _Range(0, 60),
+    "link.response_timeout_s": _POSITIVE,
+}
+
+
+def _endpoint(text: str) -> str | None:
+    if text == "":
+        return text
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return None
+    ok = parts.scheme in ("ws", "wss") and parts.netloc and not re.search(r"\s", text)
+    return text if ok else None
+
+
+def _model(text: str) -> str | None:
+    # "gemini-2.5-flash-..." is what people copy from the docs; the protocol
+    # wants "models/gemini-2.5-flash-...", so the prefix is added, not demanded.
+    if not text or re.search(r"\s", text):
+        return None
+    name = text if text.startswith("models/") else f"models/{text}"
+    return name if name != "models/" else None
+
+
+def _language(text: str) -> str | None:
+    return text if re.fullmatch(r"([A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*)?", text) else None
+
+
+def _socket_path(text: str) -> str | None:
+    # sockaddr_un holds 108 bytes including the terminating NUL; a longer path
+    # would only fail at bind time, long after the config was accepted.
+    return text if text and "\0" not in text and len(os.fsencode(text)) <= 107 else None
+
+
+_STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
+    "gemini.endpoint": ("a ws:// or wss:// URL, or an empty string", _endpoint),
+    "gemini.model": (f"a model name such as {DEFAULT_MODEL!r}", _model),
+    "gemini.voice": ("a voice name such as 'Kore'", lambda s: s or None),
+    "gemini.language": ("a language code such as 'en-US', or an empty string", _language),
+    "control.socket": ("a socket path of at most 107 bytes", _socket_path),
+}
+
+
+# ---------------------------------------------------------------- building
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _settable(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL]
+
+
+def _looks_secret(name: str) -> bool:
+    words = re.split(r"[^a-z]+", name.lower())
+    joined = "".join(words)
+    return joined in _SECRET_NAMES or joined.endswith(("apikey", "token", "secret"))
+
+
+def _unknown(file: str, path: str, name: str, value: object, cls: type) -> ConfigError:
+    valid = _settable(cls)
+    if _SECRET_VALUE.search(name):
+        return ConfigError(
+            file, path or None, "no secret in the config file", problem=_SECRET_ADVICE
+        )
+    key = _join(path, name)
+    if _looks_secret(name):
+        return ConfigError(file, key, "no secret in the config file", problem=_SECRET_ADVICE)
+    if path:
+        problem = f"unknown key; valid keys in [{path}]: {', '.join(valid)}"
+    elif isinstance(value, Mapping):
+        problem = f"unknown section; valid sections: {', '.join(valid)}"
+    else:
+        problem = f"a key outside any [section]; valid sections: {', '.join(valid)}"
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        problem += f"; did you mean {close[0]!r}?"
+    elif not path:
+        # A key above every [section] header is a common slip: point at its section.
+        hints = typing.get_type_hints(cls)
+        homes = [s for s in valid if name in _settable(hints[s])]
+        if homes:
+            problem += f"; did you mean {name!r} under [{homes[0]}]?"
+    return ConfigError(file, key, f"one of: {', '.join(valid)}", problem=problem)
+
+
+def _build(cls: type, data: object, path: str, file: str) -> Any:
+    if not isinstance(data, Mapping):
+        return _fail(file, path, f"a table [{path}]", data)
+    for name, value in data.items():
+        if name not in _settable(cls):
+            raise _unknown(file, path, str(name), value, cls)
+    hints = typing.get_type_hints(cls)
+    return cls(
+        **{
+            name: _coerce(hints[name], value, _join(path, name), file)
+            for name, value in data.items()
+        }
+    )
+
+
+def _fail(file: str, key: str, expected: str, got: object) -> typing.NoReturn:
+    raise ConfigError(file, key, expected, got=got)
+
+
+def _coerce(tp: Any, value: object, path: str, file: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(typing.cast(type, tp), value, path, file)
+    if isinstance(value, str) and _SECRET_VALUE.search(value):
+        raise ConfigError(file, path, "no secret in the config file", problem=_SECRET_ADVICE)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        # Compare types too: True == 1 must not pass for a Literal[1].
+        if any(type(value) is type(a) and value == a for a in args):
+            return value
+        return _fail(file, path, "one of " + ", ".join(_show(a) for a in args), value)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, list | tuple):
+            return _fail(file, path, "an array", value)
+        return tuple(_coerce(args[0], v, f"{path}[{i}]", file) for i, v in enumerate(value))
+    if tp is bool:
+        return value if isinstance(value, bool) else _fail(file, path, "true or false", value)
+    if tp is str:
+        expected, check = _STRING_RULES.get(path, ("a string", str))
+        if not isinstance(value, str):
+            return _fail(file, path, expected, value)
+        checked = check(value)
+        return checked if checked is not None else _fail(file, path, expected, value)
+    if tp is int or tp is float:
+        rule = _RANGES.get(path)
+        expected = "an integer" if tp is int else "a number"
+        if rule:
+            expected += " " + rule.words()
+        # bool is an int subclass in Python, but `true` is never a number in TOML.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return _fail(file, path, expected, value)
+        if tp is int and not isinstance(value, int):
+            return _fail(file, path, expected, value)
+        if tp is float:
+            try:
+                value = float(value)
+            except OverflowError:
+                return _fail(file, path, expected, value)
+            if not math.isfinite(value):
+                return _fail(file, path, expected, value)
+        if rule and value not in rule:
+            return _fail(file, path, expected, value)
+        return value
+    raise TypeError(f"config field {path} has a type the loader does not handle: {tp!r}")
+
+
+def _check(cfg: Config, file: str) -> None:
+    """Rules that span more than one key."""
+    link = cfg.link
+    if link.backoff_initial_s > link.backoff_max_s:
+        _fail(
+            file,
+            "link.backoff_initial_s",
+            f"a number no greater than link.backoff_max_s ({link.backoff_max_s:g})",
+            link.backoff_initial_s,
+        )
+
+
+def _leaf_paths(data: Mapping[str, object], path: str = "") -> Iterator[str]:
+    for name, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _leaf_paths(value, _join(path, name))
+        else:
+            yield _join(path, name)
+
+
+def _from_mapping(data: Mapping[str, object], file: str) -> Config:
+    cfg = _build(Config, data, "", file)
+    _check(cfg, file)
+    return dataclasses.replace(cfg, source=file, explicit=frozenset(_leaf_paths(data)))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """Load and check the config file.
+
+    ``path`` None means ``$EDGE_DAEMON_CONFIG``, else DEFAULT_CONFIG_PATH. Only
+    that default may be missing (built-in defaults then); a file someone named
+    must exist. Raises ConfigError for every problem.
+    """
+    env = os.environ if env is None else env
+    named = path is not None or bool(env.get(CONFIG_ENV))
+    file = os.fsdecode(path) if path is not None else env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if not named:
+            return Config()
+        raise ConfigError(file, None, "an existing config file", problem="file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        # tomllib's messages give the position but never the text, so they are safe to show.
+        where = re.search(r"at line (\d+), column (\d+)", str(e))
+        line, column = (int(where[1]), int(where[2])) if where else (None, None)
+        raise ConfigError(
+            file, None, "valid TOML", problem=f"TOML syntax error: {e}", line=line, column=column
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "UTF-8 text", problem="not valid UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(
+            file, None, "a readable file", problem=f"cannot read: {e.strerror or e}"
+        ) from None
+    return _from_mapping(data, file)
+
+
+def _as_data(obj: object) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {name: _as_data(getattr(obj, name)) for name in _settable(type(obj))}
+    return list(obj) if isinstance(obj, tuple) else obj
+
+
+def with_overrides(
+    cfg: Config, overrides: Mapping[str, object], *, origin: str = "overrides"
+) -> Config:
+    """``cfg`` with dotted keys replaced (``{"audio.backend": "wav"}``), checked
+    exactly like the file. Errors name ``origin`` instead of the file."""
+    flat = dict(_flatten(overrides))
+    data = _as_data(cfg)
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(origin, dotted, "a dotted key such as 'audio.backend'", got=dotted)
+        table = data
+        for depth, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    origin,
+                    dotted,
+                    "a key inside a table",
+                    problem=f"{prefix} is a value, not a table",
+                )
+        table[parts[-1]] = value
+    new = _from_mapping(data, origin)
+    return dataclasses.replace(new, source=cfg.source, explicit=cfg.explicit | frozenset(flat))
+
+
+def _flatten(overrides: Mapping[str, object], prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, _join(prefix, str(key)))
+        else:
+            yield _join(prefix, str(key)), value
+
+
+def default_endpoint(cfg: Config) -> str:
+    if cfg.gemini.endpoint:
+        return cfg.gemini.endpoint
+    return GOOGLE_EPHEMERAL_ENDPOINT if cfg.gemini.auth == "ephemeral_token" else GOOGLE_ENDPOINT
+
+
+# ---------------------------------------------------------------- secrets
+
+
+class Secret:
+    """A credential that will not print itself.
+
+    repr/str/format all give ``Secret('***')``, so a Secret that slips into a
+    log line or an f-string leaks nothing; ``reveal()`` is the one way out.
+    """
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        self.source = source  # where it came from, in words: safe to log
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(repr(self), spec)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> typing.NoReturn:
+        raise TypeError("a Secret is not pickled: it would leave the process in clear text")
+
+
+def _secret(value: str, source: str, file: str, key: str | None) -> Secret | None:
+    value = value.strip()
+    if not value:
+        return None
+    # It goes into a URL or a header: one line of visible ASCII, nothing else.
+    if not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ConfigError(
+            file,
+            key,
+            "only the key, on one line",
+            problem=f"the key from {source} is not one line of printable ASCII characters",
+        )
+    return Secret(value, source)
+
+
+_SECRET_FILE_MAX = 64 * 1024
+
+
+def _read_secret(path: Path, file: str, key: str | None, what: str) -> str:
+    # Errors say which file and why, never a byte of what is in it. The read is
+    # bounded so a key file pointed at a device or a log cannot eat the memory.
+    try:
+        with path.open("rb") as f:
+            raw = f.read(_SECRET_FILE_MAX + 1)
+        if len(raw) > _SECRET_FILE_MAX:
+            problem = f"{what} is larger than {_SECRET_FILE_MAX} bytes"
+        else:
+            return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problem = f"{what} is not UTF-8 text"
+    except OSError as e:
+        problem = f"cannot read {what}: {e.strerror or type(e).__name__}"
+    raise ConfigError(file, key, "a readable file holding only the key", problem=problem)
+
+
+def resolve_secret(cfg: Config, env: Mapping[str, str] | None = None) -> Secret | None:
+    """Find the API key (or, with ``gemini.auth = "ephemeral_token"``, the token).
+
+    Order: ``$GEMINI_EPHEMERAL_TOKEN`` (ephemeral mode only), ``$GEMINI_API_KEY``,
+    ``gemini.api_key_file`` (relative paths are relative to the config file),
+    ``$CREDENTIALS_DIRECTORY/gemini-api-key``. Empty values count as absent.
+    Returns None when there is none; raises ConfigError, without the content,
+    when a configured source cannot be read.
+    """
+    env = os.environ if env is None else env
+    names = [API_KEY_ENV]
+    if cfg.gemini.auth == "ephemeral_token":
+        names.insert(0, EPHEMERAL_TOKEN_ENV)
+    for name in names:
+        found = _secret(env.get(name, ""), f"${name}", "", None)
+        if found:
+            return found
+    if cfg.gemini.api_key_file:
+        base = Path(cfg.source).parent if cfg.source else Path()
+        path = base / cfg.gemini.api_key_file
+        text = _read_secret(path, cfg.source, "gemini.api_key_file", str(path))
+        found = _secret(text, f"file {path}", cfg.source, "gemini.api_key_file")
+        if found:
+            return found
+    if env.get("CREDENTIALS_DIRECTORY"):
+        path = Path(env["CREDENTIALS_DIRECTORY"], CREDENTIAL_NAME)
+        source = f"systemd credential {CREDENTIAL_NAME}"
+        if path.exists():
+            return _secret(_read_secret(path, "", None, f"{source} ({path})"), source, "", None)
+    return None
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        # JSON escapes are a subset of TOML's basic-string escapes; DEL is the
+        # one control character JSON leaves raw and TOML forbids.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml_value(name)
+
+
+def _emit(data: Mapping[str, object], path: list[str], out: list[str]) -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    if path and (scalars or not tables):
+        out += ["", "[" + ".".join(_toml_key(p) for p in path) + "]"]
+    out += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+    for k, v in tables.items():
+        _emit(typing.cast(Mapping[str, object], v), [*path, k], out)
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", "?", text)
+
+
+def render_effective(cfg: Config, secret: Secret | None) -> str:
+    """The effective config as TOML that load_config reads back to ``cfg``.
+
+    Says whether a key was found and where, never what it is.
+    """
+    what = "ephemeral token" if cfg.gemini.auth == "ephemeral_token" else "api key"
+    if secret is None:
+        presence = (
+            f"absent (set ${API_KEY_ENV}, gemini.api_key_file "
+            f"or the systemd credential {CREDENTIAL_NAME})"
+        )
+    else:
+        presence = f"present (from {_comment(secret.source)}), value redacted"
+    origin = _comment(cfg.source) or "built-in defaults"
+    out = [f"# edge-daemon effective configuration, from {origin}", f"# {what}: {presence}"]
+    _emit(_as_data(cfg), [], out)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,627 @@
+"""The orchestrator: the state machine, and the wiring between the button, the
+microphone, the speaker, the tools and the Live link.
+
+This is the only module where Gemini (``live/``) meets devices (``audio/``,
+``hardware/``, ``tools/``). It owns no protocol details and no device details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .audio.base import Microphone, Speaker
+from .config import Config
+from .live import messages as m
+from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd
+from .live.session import LiveSession, SessionClosed
+from .tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    RECONNECTING = "reconnecting"
+    ERROR = "error"
+
+
+StateListener = Callable[[State, State], None]
+
+# How many past state changes `status` reports: enough to see one whole turn.
+_HISTORY = 32
+
+
+@dataclass
+class Counters:
+    turns: int = 0
+    chunks_sent: int = 0
+    chunks_buffered: int = 0
+    chunks_dropped: int = 0
+    audio_in_chunks: int = 0
+    interruptions: int = 0
+    barge_ins: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0
+    tool_cancellations: int = 0
+    go_aways: int = 0
+    stalls: int = 0
+    unacked_turns_resent: int = 0
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        mic: Microphone,
+        speaker: Speaker,
+        link_settings: LinkSettings,
+        tools: ToolRegistry | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.mic = mic
+        self.speaker = speaker
+        self.tools = tools or ToolRegistry()
+        self.link = Link(link_settings, self._build_setup, self._serve, self._on_link_state)
+        self.state = State.STARTING
+        self.counters = Counters()
+        self.history: deque[tuple[float, str]] = deque(maxlen=_HISTORY)
+        self._listeners: list[StateListener] = []
+        self._started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self._session: LiveSession | None = None
+        self._switch = asyncio.Event()  # ask the session handler to end (goAway, stop)
+        self._switch_reason = SessionEnd.GO_AWAY
+
+        chunk_s = cfg.audio.chunk_ms / 1000.0
+        # The current user turn's audio, kept until the server shows it heard
+        # the turn: a drop in between must not lose what was said.
+        self._turn_audio: deque[bytes] = deque(
+            maxlen=max(1, round(cfg.link.offline_buffer_s / chunk_s))
+        )
+        self._turn_total = 0  # chunks ever appended to _turn_audio this turn
+        self._turn_sent = 0  # of those, how many went out on the current socket
+        self._send_lock = asyncio.Lock()  # keeps activityStart, audio, activityEnd in order
+        self._talking = False  # the button is held (or toggled on)
+        self._turn_started_in_session = False  # activityStart sent on this socket
+        self._end_pending = False  # activityEnd owed once the audio before it is out
+        self._turn_unacked = False  # ended, but no sign yet that the server heard it
+        self._model_turn_open = False  # model output started, no turnComplete yet
+        self._discard_model_audio = False  # rest of an interrupted turn in flight
+        self._tool_calls_pending: dict[str, asyncio.Task[None]] = {}
+        self._finish_task: asyncio.Task[None] | None = None
+        self._awaiting_reply_since: float | None = None
+        self._go_away_deadline: float | None = None
+        self._user_text: list[str] = []
+        self._model_text: list[str] = []
+
+    # ------------------------------------------------------------------ state
+
+    def subscribe(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _set_state(self, new: State, why: str = "") -> None:
+        old = self.state
+        if new is old:
+            return
+        self.state = new
+        self.history.append((round(time.monotonic() - self._started_at, 3), new.value))
+        log.info(
+            "state %s -> %s%s",
+            old.value,
+            new.value,
+            f" ({why})" if why else "",
+            extra={"EDGE_EVENT": "state", "EDGE_STATE": new.value, "EDGE_PREV_STATE": old.value},
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(old, new)
+            except Exception:
+                log.exception("state listener failed")
+
+    def _settle(self) -> None:
+        """The resting state that matches the link, after a turn or a link change."""
+        if self._talking:
+            return
+        link = self.link.state
+        if link is LinkState.CONNECTED:
+            self._set_state(State.IDLE)
+        elif link is LinkState.CONFIG_ERROR:
+            self._set_state(State.ERROR, self.link.last_error)
+        elif link in (LinkState.RECONNECTING, LinkState.CONNECTING) and (
+            self.state is not State.STARTING
+        ):
+            self._set_state(State.RECONNECTING)
+
+    def _on_link_state(self, link: LinkState, detail: str) -> None:
+        if link is LinkState.CONNECTED:
+            if self.state in (State.SPEAKING, State.THINKING, State.LISTENING):
+                return  # the turn goes on across the switch
+            self._set_state(State.IDLE, f"session {detail}")
+        elif link is LinkState.CONFIG_ERROR:
+            if not self._talking:
+                self._set_state(State.ERROR, detail)
+        elif (
+            link is LinkState.RECONNECTING
+            and not self._talking
+            and self.state is not State.SPEAKING
+        ):
+            self._set_state(State.RECONNECTING, detail)
+
+    # ------------------------------------------------------------------ inputs
+
+    def press(self, source: str = "button") -> None:
+        """Push-to-talk pressed: open the turn and cut off the model (barge-in)."""
+        if self._talking:
+            return
+        self._talking = True
+        barge_in = self.state is State.SPEAKING or self.speaker.playing or self._model_turn_open
+        if barge_in:
+            self.counters.barge_ins += 1
+            dropped = self.speaker.flush()
+            log.info(
+                "barge-in: speaker flushed (%d bytes)",
+                dropped,
+                extra={"EDGE_EVENT": "barge_in", "EDGE_SOURCE": source},
+            )
+            # Audio of the cut-off turn may still be in flight: drop it until
+            # the server closes that turn.
+            self._discard_model_audio = self._model_turn_open
+        self._cancel_finish()
+        self._turn_audio.clear()
+        self._turn_total = self._turn_sent = 0
+        self._turn_unacked = False
+        self._end_pending = False
+        self._turn_started_in_session = False
+        self.counters.turns += 1
+        self.mic.cue()
+        self._set_state(State.LISTENING, source)
+        self._spawn(self._pump(), "activityStart")
+
+    def release(self, source: str = "button") -> None:
+        if not self._talking:
+            return
+        self._talking = False
+        self._turn_unacked = True
+        self._end_pending = True
+        if self._session is not None:
+            self._set_state(State.THINKING, source)
+            self._spawn(self._pump(), "activityEnd")
+        else:
+            # Offline: the turn is replayed whole once a session is back.
+            self._settle()
+
+    async def say(self, text: str) -> bool:
+        """Send typed text as a user turn (desktop, scripts)."""
+        session = self._session
+        if session is None:
+            return False
+        self._cancel_finish()
+        if self.speaker.playing:
+            self.speaker.flush()
+        self._awaiting_reply_since = time.monotonic()
+        self._set_state(State.THINKING, "text")
+        log.info("user (typed): %s", text, extra={"EDGE_EVENT": "transcript", "EDGE_ROLE": "user"})
+        async with self._send_lock:
+            await self._send(session.send_text(text))
+        return True
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        await self.mic.start()
+        await self.speaker.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                link_task = tg.create_task(self.link.run(), name="link")
+                mic_task = tg.create_task(self._mic_loop(), name="mic")
+                await self._stop.wait()
+                self.link.stop()
+                self._request_switch(SessionEnd.STOP)
+                # Let the link close its socket with 1000, but never hang on it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(link_task), 5.0)
+                link_task.cancel()
+                mic_task.cancel()
+                for task in list(self._tool_calls_pending.values()):
+                    task.cancel()
+                self._cancel_finish()
+        finally:
+            await self.mic.close()
+            await self.speaker.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _request_switch(self, reason: SessionEnd) -> None:
+        self._switch_reason = reason
+        self._switch.set()
+
+    # ------------------------------------------------------------------ mic
+
+    async def _mic_loop(self) -> None:
+        while True:
+            chunk = await self.mic.read()
+            self.counters.audio_in_chunks += 1
+            if not self._talking:
+                continue
+            self._turn_audio.append(chunk)
+            self._turn_total += 1
+            await self._pump()
+
+    async def _pump(self) -> None:
+        """Send what the current turn owes the server, in order: activityStart,
+        the audio not yet sent on this socket, then activityEnd once released.
+
+        The one place turn traffic goes out, so a press, the mic, a reconnect
+        and a finished tool call can all call it and nothing is sent twice or
+        out of order. Offline, or while a blocking tool call is unanswered
+        (PROTOCOL.md: mic audio then can get the socket closed), it sends
+        nothing and the audio waits in the turn buffer.
+        """
+        session = self._session
+        if session is None:
+            return
+        async with self._send_lock:
+            if session is not self._session:
+                return
+            try:
+                if not self._turn_started_in_session:
+                    if not (self._talking or self._end_pending):
+                        return
+                    await session.activity_start()
+                    self._turn_started_in_session = True
+                if self._tool_calls_pending:
+                    self.counters.chunks_buffered += 1
+                    return
+                unsent = self._turn_total - self._turn_sent
+                if unsent > len(self._turn_audio):
+                    # The bounded buffer dropped the oldest while offline.
+                    self.counters.chunks_dropped += unsent - len(self._turn_audio)
+                    unsent = len(self._turn_audio)
+                    self._turn_sent = self._turn_total - unsent
+                for i in range(unsent, 0, -1):
+                    await session.send_audio(self._turn_audio[-i])
+                    self._turn_sent += 1
+                    self.counters.chunks_sent += 1
+                if self._end_pending and not self._talking:
+                    await session.activity_end()
+                    self._end_pending = False
+                    self._awaiting_reply_since = time.monotonic()
+            except SessionClosed:
+                pass  # the session handler sees the close and reconnects
+
+    async def _send(self, coro: Any) -> None:
+        try:
+            await coro
+        except SessionClosed as exc:
+            log.debug("send after close: %s", exc)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    # ------------------------------------------------------------------ session
+
+    def _build_setup(self, handle: str | None) -> str:
+        g = self.cfg.gemini
+        return m.build_setup(
+            m.SetupOptions(
+                model=g.model,
+                voice=g.voice,
+                language=g.language,
+                system_instruction=g.system_instruction,
+                function_declarations=self.tools.declarations(),
+                transcribe_input=g.transcribe_input,
+                transcribe_output=g.transcribe_output,
+                resumption_handle=handle,
+                context_window_compression=g.context_window_compression,
+            )
+        )
+
+    async def _serve(self, session: LiveSession) -> SessionEnd:
+        self._switch.clear()
+        self._go_away_deadline = None
+        self._session = session
+        self._awaiting_reply_since = None
+        try:
+            await self._replay_turn()
+            reader = asyncio.create_task(self._read(session), name="reader")
+            watcher = asyncio.create_task(self._watch(session), name="watch")
+            try:
+                done, _ = await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, watcher):
+                    task.cancel()
+                await asyncio.gather(reader, watcher, return_exceptions=True)
+            if reader in done:
+                reader.result()  # raises SessionClosed
+                return SessionEnd.STOP
+            return watcher.result()
+        finally:
+            self._session = None
+            self._turn_started_in_session = False
+            self._model_turn_open = False
+            self._discard_model_audio = False
+
+    async def _replay_turn(self) -> None:
+        """Re-send the turn the user spoke while the link was down, or that the
+        server never acknowledged before the drop."""
+        if not (self._talking or self._turn_unacked):
+            return
+        self._turn_sent = self._turn_total - len(self._turn_audio)
+        if not self._talking:
+            self._end_pending = True
+            self._set_state(State.THINKING, "replaying the turn")
+        self.counters.unacked_turns_resent += 1
+        log.info(
+            "replaying %.1f s of speech after the link came back",
+            len(self._turn_audio) * self.cfg.audio.chunk_ms / 1000.0,
+            extra={"EDGE_EVENT": "turn_replayed"},
+        )
+        await self._pump()
+
+    async def _watch(self, session: LiveSession) -> SessionEnd:
+        """End the session for a goAway (between turns), a stop, or a stall."""
+        timeout = self.cfg.link.response_timeout_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._switch.wait(), 0.5)
+            if self._switch.is_set():
+                if self._switch_reason is SessionEnd.STOP:
+                    return SessionEnd.STOP
+                deadline = self._go_away_deadline
+                between_turns = not self._talking and self.state in (State.IDLE, State.ERROR)
+                if between_turns or (deadline is not None and time.monotonic() >= deadline):
+                    return SessionEnd.GO_AWAY
+            since = self._awaiting_reply_since
+            if since is not None and time.monotonic() - since > timeout:
+                self.counters.stalls += 1
+                log.warning(
+                    "no answer from the server for %.0f s; reconnecting",
+                    timeout,
+                    extra={"EDGE_EVENT": "stall"},
+                )
+                return SessionEnd.STALLED
+
+    async def _read(self, session: LiveSession) -> None:
+        async for event in session.events():
+            self._awaiting_reply_since = None
+            self._on_event(session, event)
+
+    def _on_event(self, session: LiveSession, ev: m.ServerEvent) -> None:
+        if isinstance(ev, m.AudioOut):
+            self._on_audio(ev)
+        elif isinstance(ev, m.InputTranscript):
+            self._ack_turn()
+            self._user_text.append(ev.text)
+            log.debug("user transcript fragment: %s", ev.text)
+        elif isinstance(ev, m.OutputTranscript):
+            self._model_text.append(ev.text)
+            log.debug("model transcript fragment: %s", ev.text)
+        elif isinstance(ev, m.ModelText):
+            self._model_text.append(ev.text)
+        elif isinstance(ev, m.Interrupted):
+            self.counters.interruptions += 1
+            dropped = self.speaker.flush()
+            self._discard_model_audio = False
+            self._cancel_finish()
+            log.info(
+                "interrupted by the server: speaker flushed (%d bytes)",
+                dropped,
+                extra={"EDGE_EVENT": "interrupted"},
+            )
+        elif isinstance(ev, m.TurnComplete):
+            self._on_turn_complete()
+        elif isinstance(ev, m.ToolCall):
+            self._ack_turn()
+            self._on_tool_call(session, ev)
+        elif isinstance(ev, m.ToolCallCancellation):
+            self._on_tool_cancel(ev)
+        elif isinstance(ev, m.ResumptionUpdate):
+            self.link.resumption.update(ev)
+        elif isinstance(ev, m.GoAway):
+            self._on_go_away(ev)
+        elif isinstance(ev, m.Usage):
+            log.debug("usage: %d tokens", ev.total_tokens, extra={"EDGE_TOKENS": ev.total_tokens})
+
+    def _ack_turn(self) -> None:
+        if self._turn_unacked and not self._talking:
+            self._turn_unacked = False
+            self._turn_audio.clear()
+
+    def _on_audio(self, ev: m.AudioOut) -> None:
+        if self._discard_model_audio:
+            return
+        self._ack_turn()
+        self._model_turn_open = True
+        if self._talking:
+            # The user is speaking over the model: their turn wins.
+            return
+        self._cancel_finish()
+        self.speaker.play(ev.pcm)
+        if self.state is not State.SPEAKING:
+            self._set_state(State.SPEAKING)
+
+    def _on_turn_complete(self) -> None:
+        self._ack_turn()
+        self._model_turn_open = False
+        self._flush_transcripts()
+        if self._discard_model_audio:
+            self._discard_model_audio = False
+            return
+        if self._talking:
+            return
+        self._cancel_finish()
+        self._finish_task = asyncio.get_running_loop().create_task(
+            self._finish_speaking(), name="finish-speaking"
+        )
+
+    async def _finish_speaking(self) -> None:
+        await self.speaker.wait_idle()
+        if not self._talking and self.state in (State.SPEAKING, State.THINKING):
+            self._settle()
+
+    def _cancel_finish(self) -> None:
+        if self._finish_task is not None:
+            self._finish_task.cancel()
+            self._finish_task = None
+
+    def _flush_transcripts(self) -> None:
+        if self._user_text:
+            text = "".join(self._user_text).strip()
+            log.info("user: %s", text, extra={"EDGE_EVENT": "transcript", "EDGE_ROLE": "user"})
+            self._user_text.clear()
+        if self._model_text:
+            text = "".join(self._model_text).strip()
+            log.info("model: %s", text, extra={"EDGE_EVENT": "transcript", "EDGE_ROLE": "model"})
+            self._model_text.clear()
+
+    def _on_go_away(self, ev: m.GoAway) -> None:
+        self.counters.go_aways += 1
+        left = ev.time_left_s if ev.time_left_s is not None else 10.0
+        # Switch between turns if one comes; at the latest a little before the cut.
+        self._go_away_deadline = time.monotonic() + max(0.0, left - 2.0)
+        log.info(
+            "server goAway: %.0f s left; switching between turns",
+            left,
+            extra={"EDGE_EVENT": "go_away"},
+        )
+        self._request_switch(SessionEnd.GO_AWAY)
+
+    # ------------------------------------------------------------------ tools
+
+    def _on_tool_call(self, session: LiveSession, ev: m.ToolCall) -> None:
+        for call in ev.calls:
+            self.counters.tool_calls += 1
+            if call.id in self._tool_calls_pending:
+                log.warning("duplicate tool call id %s ignored", call.id)
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._run_tool(session, call), name=f"tool-{call.name}"
+            )
+            if self.tools.is_blocking(call.name):
+                self._tool_calls_pending[call.id] = task
+            else:
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+
+    async def _run_tool(self, session: LiveSession, call: m.FunctionCall) -> None:
+        try:
+            outcome = await self.tools.call(call.name, call.args)
+            if not outcome.ok:
+                self.counters.tool_errors += 1
+            log.info(
+                "tool %s(%s) -> %s",
+                call.name,
+                dict(call.args),
+                outcome.output if outcome.ok else f"error: {outcome.error}",
+                extra={
+                    "EDGE_EVENT": "tool_call",
+                    "EDGE_TOOL": call.name,
+                    "EDGE_CALL_ID": call.id,
+                    "EDGE_RESULT": "ok" if outcome.ok else "error",
+                },
+            )
+            result = m.FunctionResult(call.id, call.name, outcome.output, outcome.error)
+            self._awaiting_reply_since = time.monotonic()
+            async with self._send_lock:
+                await self._send(session.send_tool_response([result]))
+        finally:
+            self._tool_calls_pending.pop(call.id, None)
+        if not self._tool_calls_pending:
+            await self._pump()  # the mic audio held back during the call
+
+    def _on_tool_cancel(self, ev: m.ToolCallCancellation) -> None:
+        for call_id in ev.ids:
+            task = self._tool_calls_pending.pop(call_id, None)
+            if task is not None:
+                task.cancel()
+                self.counters.tool_cancellations += 1
+                log.info(
+                    "tool call %s cancelled by the server",
+                    call_id,
+                    extra={"EDGE_EVENT": "tool_cancelled", "EDGE_CALL_ID": call_id},
+                )
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        link = self.link
+        session = link.session
+        return {
+            "state": self.state.value,
+            "talking": self._talking,
+            "connection": {
+                "state": link.state.value,
+                "url": link.settings.url,
+                "connects": link.connects,
+                "resumes": link.resumption.resumes,
+                "has_handle": link.resumption.handle is not None,
+                "handle_age_s": _round(link.resumption.age_s),
+                "open_for_s": _round(session.open_for_s) if session else None,
+                "last_error": link.last_error,
+                "last_close_code": link.last_close_code,
+            },
+            "counters": {
+                **vars(self.counters),
+                "mic": dict(self.mic.counters),
+                "speaker": dict(self.speaker.counters),
+                "session": vars(session.counters) if session else {},
+            },
+            "history": [{"t": t, "state": s} for t, s in self.history],
+            "uptime_s": _round(time.monotonic() - self._started_at),
+        }
+
+    async def control(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Commands from the control socket."""
+        cmd = request.get("cmd")
+        if cmd == "press":
+            self.press("ctl")
+        elif cmd == "release":
+            self.release("ctl")
+        elif cmd == "tap":
+            seconds = request.get("seconds", 1.0)
+            if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
+                return {"ok": False, "error": "seconds must be a number in (0, 60]"}
+            self.press("ctl")
+            self._spawn(self._release_after(float(seconds)), "tap")
+        elif cmd == "say":
+            text = request.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return {"ok": False, "error": "say needs a non-empty text"}
+            if not await self.say(text):
+                return {"ok": False, "error": "no live session right now"}
+        elif cmd == "status":
+            return {"ok": True, **self.status()}
+        else:
+            return {
+                "ok": False,
+                "error": f"unknown command {cmd!r}; try press, release, tap, say, status",
+            }
+        return {"ok": True, "state": self.state.value}
+
+    async def _release_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self.release("ctl")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+# Fire-and-forget tasks must be referenced somewhere or the loop may drop them.
+_background: set[asyncio.Task[Any]] = set()

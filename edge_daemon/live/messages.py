@@ -1,0 +1,399 @@
+"""Gemini Live wire messages: build client JSON, parse server JSON into typed events.
+
+Pure functions and frozen dataclasses, no I/O: the session sends what these build
+and hands what it receives to ``parse_server_message``. The shapes follow
+PROTOCOL.md (the proto and recorded traffic), not the seed guide: the first
+message is ``setup``, with ``responseModalities`` inside ``generationConfig``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIC_MIME = "audio/pcm;rate=16000"
+DEFAULT_OUTPUT_RATE = 24000
+_RATE_RE = re.compile(r"rate=(\d+)")
+
+
+class MalformedMessage(ValueError):
+    """A server frame that is not a JSON object we can read. Logged and skipped."""
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    model: str
+    voice: str = ""
+    language: str = ""
+    system_instruction: str = ""
+    function_declarations: Sequence[Mapping[str, Any]] = ()
+    push_to_talk: bool = True
+    transcribe_input: bool = True
+    transcribe_output: bool = True
+    resumption: bool = True
+    resumption_handle: str | None = None
+    context_window_compression: bool = True
+
+
+def build_setup(opts: SetupOptions) -> str:
+    generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
+    speech: dict[str, Any] = {}
+    if opts.voice:
+        speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": opts.voice}}
+    if opts.language:
+        speech["languageCode"] = opts.language
+    if speech:
+        generation["speechConfig"] = speech
+    setup: dict[str, Any] = {"model": opts.model, "generationConfig": generation}
+    if opts.system_instruction:
+        setup["systemInstruction"] = {"parts": [{"text": opts.system_instruction}]}
+    if opts.function_declarations:
+        setup["tools"] = [{"functionDeclarations": [dict(d) for d in opts.function_declarations]}]
+    if opts.push_to_talk:
+        # Push-to-talk means we say when speech starts and ends; a new press
+        # while the model talks must cut it off (barge-in).
+        setup["realtimeInputConfig"] = {
+            "automaticActivityDetection": {"disabled": True},
+            "activityHandling": "START_OF_ACTIVITY_INTERRUPTS",
+        }
+    if opts.transcribe_input:
+        setup["inputAudioTranscription"] = {}
+    if opts.transcribe_output:
+        setup["outputAudioTranscription"] = {}
+    if opts.resumption:
+        setup["sessionResumption"] = (
+            {"handle": opts.resumption_handle} if opts.resumption_handle else {}
+        )
+    if opts.context_window_compression:
+        setup["contextWindowCompression"] = {"slidingWindow": {}}
+    return json.dumps({"setup": setup}, separators=(",", ":"))
+
+
+def _b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+# Audio goes up 25-50 times a second: format it directly instead of through
+# json.dumps. Base64 text never needs JSON escaping, so this is exact.
+_AUDIO_TEMPLATE = '{"realtimeInput":{"audio":{"data":"%s","mimeType":"%s"}}}'
+_VIDEO_TEMPLATE = '{"realtimeInput":{"video":{"data":"%s","mimeType":"%s"}}}'
+
+ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
+ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
+AUDIO_STREAM_END = '{"realtimeInput":{"audioStreamEnd":true}}'
+
+
+def build_audio(pcm: bytes, mime: str = MIC_MIME) -> str:
+    return _AUDIO_TEMPLATE % (_b64(pcm), mime)
+
+
+def build_video(jpeg: bytes, mime: str = "image/jpeg") -> str:
+    return _VIDEO_TEMPLATE % (_b64(jpeg), mime)
+
+
+def build_text(text: str) -> str:
+    return json.dumps({"realtimeInput": {"text": text}}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class FunctionResult:
+    """Our answer to one function call: ``output`` on success, ``error`` on failure."""
+
+    id: str
+    name: str
+    output: Mapping[str, Any] | None = None
+    error: str | None = None
+    scheduling: str | None = None  # for NON_BLOCKING tools: INTERRUPT, WHEN_IDLE, SILENT
+
+
+def build_tool_response(results: Iterable[FunctionResult]) -> str:
+    responses = []
+    for r in results:
+        body: dict[str, Any] = (
+            {"error": r.error} if r.error is not None else {"output": dict(r.output or {})}
+        )
+        if r.scheduling:
+            body["scheduling"] = r.scheduling
+        responses.append({"id": r.id, "name": r.name, "response": body})
+    return json.dumps({"toolResponse": {"functionResponses": responses}}, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+@dataclass(frozen=True)
+class SetupComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class AudioOut:
+    pcm: bytes
+    rate: int = DEFAULT_OUTPUT_RATE
+
+
+@dataclass(frozen=True)
+class ModelText:
+    """Text parts of a model turn (TEXT modality, or thoughts)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class InputTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class OutputTranscript:
+    text: str
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    pass
+
+
+@dataclass(frozen=True)
+class GenerationComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class TurnComplete:
+    pass
+
+
+@dataclass(frozen=True)
+class Usage:
+    total_tokens: int
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FunctionCall:
+    id: str
+    name: str
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    calls: tuple[FunctionCall, ...]
+
+
+@dataclass(frozen=True)
+class ToolCallCancellation:
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GoAway:
+    time_left_s: float | None
+
+
+@dataclass(frozen=True)
+class ResumptionUpdate:
+    handle: str
+    resumable: bool
+
+
+ServerEvent = (
+    SetupComplete
+    | AudioOut
+    | ModelText
+    | InputTranscript
+    | OutputTranscript
+    | Interrupted
+    | GenerationComplete
+    | TurnComplete
+    | Usage
+    | ToolCall
+    | ToolCallCancellation
+    | GoAway
+    | ResumptionUpdate
+)
+
+_KNOWN_TOP = {
+    "setupComplete",
+    "serverContent",
+    "toolCall",
+    "toolCallCancellation",
+    "goAway",
+    "sessionResumptionUpdate",
+    "usageMetadata",
+}
+_KNOWN_CONTENT = {
+    "modelTurn",
+    "inputTranscription",
+    "outputTranscription",
+    "interrupted",
+    "generationComplete",
+    "turnComplete",
+    # Fields we read nothing from but know to be harmless.
+    "groundingMetadata",
+    "turnCompleteReason",
+    "waitingForInput",
+    "urlContextMetadata",
+}
+_seen_unknown: set[str] = set()
+
+
+def _note_unknown(where: str, names: Iterable[str]) -> None:
+    # New fields appear over time; say so once per name, never per message.
+    for name in names:
+        key = f"{where}.{name}"
+        if key not in _seen_unknown:
+            _seen_unknown.add(key)
+            log.debug(
+                "ignoring unknown server field %s", key, extra={"EDGE_EVENT": "unknown_field"}
+            )
+
+
+def parse_duration(value: Any) -> float | None:
+    """Protobuf Duration JSON ("50s", "1.5s") or a bare number, in seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value[:-1] if value.endswith("s") else value)
+        except ValueError:
+            return None
+    if isinstance(value, Mapping):
+        try:
+            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _obj(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise MalformedMessage(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        text = value.get("text")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _decode_inline(data: Any, where: str) -> bytes:
+    if not isinstance(data, str):
+        raise MalformedMessage(f"{where}.data: expected base64 text")
+    try:
+        # strict: the lenient decoder silently skips junk and returns garbage audio
+        return binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error as exc:
+        raise MalformedMessage(f"{where}.data: invalid base64 ({exc})") from None
+
+
+def _audio_rate(mime: str) -> int:
+    match = _RATE_RE.search(mime)
+    return int(match.group(1)) if match else DEFAULT_OUTPUT_RATE
+
+
+def _server_content(content: Mapping[str, Any], out: list[ServerEvent]) -> None:
+    _note_unknown("serverContent", (k for k in content if k not in _KNOWN_CONTENT))
+    turn = content.get("modelTurn")
+    if turn is not None:
+        parts = _obj(turn, "serverContent.modelTurn").get("parts") or []
+        if not isinstance(parts, list):
+            raise MalformedMessage("serverContent.modelTurn.parts: expected a list")
+        for i, part in enumerate(parts):
+            part = _obj(part, f"serverContent.modelTurn.parts[{i}]")
+            inline = part.get("inlineData")
+            if inline is not None:
+                inline = _obj(inline, f"modelTurn.parts[{i}].inlineData")
+                mime = str(inline.get("mimeType", ""))
+                if mime.startswith("audio/"):
+                    pcm = _decode_inline(inline.get("data"), f"modelTurn.parts[{i}].inlineData")
+                    out.append(AudioOut(pcm, _audio_rate(mime)))
+                else:
+                    _note_unknown("inlineData.mimeType", [mime])
+            elif isinstance(part.get("text"), str) and not part.get("thought"):
+                out.append(ModelText(part["text"]))
+    text = _text(content.get("inputTranscription"))
+    if text:
+        out.append(InputTranscript(text))
+    text = _text(content.get("outputTranscription"))
+    if text:
+        out.append(OutputTranscript(text))
+    if content.get("interrupted") is True:
+        out.append(Interrupted())
+    if content.get("generationComplete") is True:
+        out.append(GenerationComplete())
+    if content.get("turnComplete") is True:
+        out.append(TurnComplete())
+
+
+def _tool_call(body: Mapping[str, Any]) -> ToolCall:
+    calls_raw = body.get("functionCalls") or []
+    if not isinstance(calls_raw, list):
+        raise MalformedMessage("toolCall.functionCalls: expected a list")
+    calls = []
+    for i, raw in enumerate(calls_raw):
+        raw = _obj(raw, f"toolCall.functionCalls[{i}]")
+        call_id, name, args = raw.get("id"), raw.get("name"), raw.get("args", {})
+        if not isinstance(name, str) or not name:
+            raise MalformedMessage(f"toolCall.functionCalls[{i}].name: expected a string")
+        # An id is required to answer; without one we can only log the call.
+        if not isinstance(call_id, str):
+            call_id = ""
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            # Keep the call so the model hears back that its arguments were bad.
+            args = {"__invalid__": args}
+        calls.append(FunctionCall(call_id, name, dict(args)))
+    return ToolCall(tuple(calls))
+
+
+def parse_server_message(frame: bytes | str) -> list[ServerEvent]:
+    """Every event in one server frame, in the order a client should act on them.
+
+    Raises MalformedMessage for frames that are not a JSON object; unknown
+    message types and fields are logged once and ignored.
+    """
+    try:
+        msg = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"not JSON: {exc}") from None
+    msg = _obj(msg, "message")
+    out: list[ServerEvent] = []
+    _note_unknown("message", (k for k in msg if k not in _KNOWN_TOP))
+    if "setupComplete" in msg:
+        out.append(SetupComplete())
+    if "serverContent" in msg:
+        _server_content(_obj(msg["serverContent"], "serverContent"), out)
+    if "toolCall" in msg:
+        out.append(_tool_call(_obj(msg["toolCall"], "toolCall")))
+    if "toolCallCancellation" in msg:
+        ids = _obj(msg["toolCallCancellation"], "toolCallCancellation").get("ids") or []
+        if not isinstance(ids, list):
+            raise MalformedMessage("toolCallCancellation.ids: expected a list")
+        out.append(ToolCallCancellation(tuple(str(i) for i in ids)))
+    if "sessionResumptionUpdate" in msg:
+        upd = _obj(msg["sessionResumptionUpdate"], "sessionResumptionUpdate")
+        handle = upd.get("newHandle") or ""
+        out.append(ResumptionUpdate(str(handle), bool(upd.get("resumable", False))))
+    if "usageMetadata" in msg:
+        usage = _obj(msg["usageMetadata"], "usageMetadata")
+        total = usage.get("totalTokenCount", 0)
+        out.append(Usage(total if isinstance(total, int) else 0, dict(usage)))
+    if "goAway" in msg:
+        go = _obj(msg["goAway"], "goAway")
+        out.append(GoAway(parse_duration(go.get("timeLeft"))))
+    return out

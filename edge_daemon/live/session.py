@@ -1,0 +1,248 @@
+"""One Gemini Live connection: connect, send ``setup``, wait for ``setupComplete``,
+then send and receive concurrently until the socket closes.
+
+Reconnection, resumption and backoff live in ``reconnect.py``; this module only
+knows one socket's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from . import messages as m
+
+log = logging.getLogger(__name__)
+
+# websockets logs handshake headers at debug level, and our key travels in a
+# header: its logger is pinned above debug whatever the root level is.
+_ws_log = logging.getLogger("edge_daemon.live.websocket")
+_ws_log.setLevel(logging.INFO)
+
+# Server pongs have been measured at 8-30 s: the library's 20 s default would
+# kill healthy links. Audio frames are ~1-2 KiB but one server message can hold
+# seconds of audio, and the default 1 MiB cap is too tight.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 60.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class SessionError(Exception):
+    """The session could not be opened or has ended."""
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class SetupTimeout(SessionError):
+    pass
+
+
+class SessionClosed(SessionError):
+    pass
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate. The value is kept out of repr, URLs and logs."""
+
+    value: str = field(repr=False)
+    kind: str = "api_key"  # or "ephemeral_token"
+
+    def headers(self) -> dict[str, str]:
+        if not self.value:
+            return {}
+        if self.kind == "ephemeral_token":
+            return {"Authorization": f"Token {self.value}"}
+        return {"x-goog-api-key": self.value}
+
+
+@dataclass
+class SessionCounters:
+    frames_in: int = 0
+    bytes_in: int = 0
+    frames_out: int = 0
+    bytes_out: int = 0
+    malformed: int = 0
+
+
+def _closed_error(exc: ConnectionClosed, what: str) -> SessionClosed:
+    frame = exc.rcvd or exc.sent
+    code = frame.code if frame is not None else 1006
+    reason = frame.reason if frame is not None else ""
+    return SessionClosed(f"{what}: closed {code} {reason!r}".rstrip(), code, reason)
+
+
+class LiveSession:
+    """A set-up session. Use ``LiveSession.open`` to get one."""
+
+    def __init__(self, ws: ClientConnection, url: str) -> None:
+        self._ws = ws
+        self.url = url
+        self.counters = SessionCounters()
+        self.opened_at = time.monotonic()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        setup_json: str,
+        credentials: Credentials | None = None,
+        *,
+        connect_timeout_s: float = 10.0,
+        setup_timeout_s: float = 10.0,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> LiveSession:
+        headers = dict(extra_headers or {})
+        if credentials is not None:
+            headers.update(credentials.headers())
+        try:
+            ws = await asyncio.wait_for(
+                connect(
+                    url,
+                    additional_headers=headers,
+                    open_timeout=None,  # bounded by wait_for, which also covers DNS
+                    ping_interval=PING_INTERVAL_S,
+                    ping_timeout=PING_TIMEOUT_S,
+                    close_timeout=2.0,
+                    max_size=MAX_MESSAGE_BYTES,
+                    # Base64 audio barely compresses; deflate would only cost a Pi CPU.
+                    compression=None,
+                    logger=_ws_log,
+                    user_agent_header="edge-daemon",
+                ),
+                connect_timeout_s,
+            )
+        except TimeoutError:
+            raise SessionError(
+                f"connect to {url} timed out after {connect_timeout_s:g} s"
+            ) from None
+        except InvalidURI as exc:
+            raise SessionError(f"bad endpoint URL: {exc}") from None
+        except InvalidHandshake as exc:
+            raise SessionError(f"WebSocket handshake with {url} failed: {exc}") from None
+        except OSError as exc:
+            raise SessionError(f"cannot reach {url}: {exc.strerror or exc}") from None
+        session = cls(ws, url)
+        try:
+            await session._setup(setup_json, setup_timeout_s)
+        except BaseException:
+            await session.abort()
+            raise
+        return session
+
+    async def _setup(self, setup_json: str, timeout_s: float) -> None:
+        await self._send(setup_json)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise SetupTimeout(f"no setupComplete within {timeout_s:g} s")
+            try:
+                frame = await asyncio.wait_for(self._ws.recv(), remaining)
+            except TimeoutError:
+                raise SetupTimeout(f"no setupComplete within {timeout_s:g} s") from None
+            except ConnectionClosed as exc:
+                raise self._closed(exc, "closed during setup") from None
+            try:
+                events = m.parse_server_message(frame)
+            except m.MalformedMessage as exc:
+                self.counters.malformed += 1
+                log.warning("skipping malformed frame during setup: %s", exc)
+                continue
+            if any(isinstance(e, m.SetupComplete) for e in events):
+                return
+            log.debug("frame before setupComplete ignored: %s", [type(e).__name__ for e in events])
+
+    def _closed(self, exc: ConnectionClosed, what: str) -> SessionClosed:
+        err = _closed_error(exc, what)
+        self.close_code, self.close_reason = err.code, err.reason
+        return err
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self._ws.send(text)
+        except ConnectionClosed as exc:
+            raise self._closed(exc, "send failed") from None
+        self.counters.frames_out += 1
+        self.counters.bytes_out += len(text)
+
+    async def events(self) -> AsyncIterator[m.ServerEvent]:
+        """Server events until the socket closes, then raises SessionClosed.
+
+        A malformed frame is logged and skipped: one bad message must not end a
+        conversation.
+        """
+        while True:
+            try:
+                frame = await self._ws.recv()
+            except ConnectionClosed as exc:
+                raise self._closed(exc, "connection closed") from None
+            self.counters.frames_in += 1
+            self.counters.bytes_in += len(frame)
+            try:
+                events = m.parse_server_message(frame)
+            except m.MalformedMessage as exc:
+                self.counters.malformed += 1
+                log.warning(
+                    "skipping malformed server frame (%d bytes): %s",
+                    len(frame),
+                    exc,
+                    extra={"EDGE_EVENT": "malformed_frame"},
+                )
+                continue
+            for event in events:
+                yield event
+
+    async def send_audio(self, pcm: bytes) -> None:
+        await self._send(m.build_audio(pcm))
+
+    async def send_video(self, jpeg: bytes) -> None:
+        await self._send(m.build_video(jpeg))
+
+    async def send_text(self, text: str) -> None:
+        await self._send(m.build_text(text))
+
+    async def activity_start(self) -> None:
+        await self._send(m.ACTIVITY_START)
+
+    async def activity_end(self) -> None:
+        await self._send(m.ACTIVITY_END)
+
+    async def send_tool_response(self, results: list[m.FunctionResult]) -> None:
+        await self._send(m.build_tool_response(results))
+
+    @property
+    def open_for_s(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    @property
+    def is_open(self) -> bool:
+        return self.close_code is None and self._ws.close_code is None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        try:
+            await self._ws.close(code, reason)
+        except Exception as exc:  # closing is best effort; the socket may be gone
+            log.debug("close raised %r", exc)
+        if self.close_code is None:
+            self.close_code = code
+
+    async def abort(self) -> None:
+        """Drop the connection without a closing handshake (setup failed, peer hung)."""
+        transport = self._ws.transport
+        if transport is not None:
+            transport.abort()
+        if self.close_code is None:
+            self.close_code = 1006

@@ -1,0 +1,140 @@
+"""The process around the daemon: config, logging, the built-in fake server for
+``--simulate``, the control socket, the keyboard, signals and systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from . import systemd
+from .audio import open_audio
+from .config import Config, ConfigError, Secret, default_endpoint, resolve_secret, with_overrides
+from .control import ControlServer, default_user_socket
+from .daemon import Daemon, State
+from .keyboard import keyboard_toggle
+from .live.reconnect import LinkSettings
+from .live.session import Credentials
+
+log = logging.getLogger(__name__)
+
+# EX_CONFIG from sysexits.h: the unit stops restarting on it (RestartPreventExitStatus).
+EXIT_CONFIG = 78
+
+
+def simulate_overrides(cfg: Config) -> dict[str, object]:
+    """What --simulate changes: only what the config leaves unsaid."""
+    overrides: dict[str, object] = {}
+    if "audio.backend" not in cfg.explicit:
+        overrides["audio.backend"] = (
+            "wav" if cfg.audio.input_wav or cfg.audio.output_wav else "null"
+        )
+    if "control.socket" not in cfg.explicit:
+        overrides["control.socket"] = default_user_socket()
+    return overrides
+
+
+def link_settings(cfg: Config, url: str, secret: Secret | None) -> LinkSettings:
+    creds = Credentials(secret.reveal(), cfg.gemini.auth) if secret is not None else None
+    return LinkSettings(
+        url=url,
+        credentials=creds,
+        connect_timeout_s=cfg.gemini.connect_timeout_s,
+        setup_timeout_s=cfg.gemini.setup_timeout_s,
+        backoff_initial_s=cfg.link.backoff_initial_s,
+        backoff_max_s=cfg.link.backoff_max_s,
+        config_error_backoff_s=cfg.link.config_error_backoff_s,
+        healthy_after_s=cfg.link.healthy_after_s,
+    )
+
+
+async def run_service(cfg: Config, *, simulate: bool) -> int:
+    """Run until SIGTERM/SIGINT; return the process exit status."""
+    loop = asyncio.get_running_loop()
+    fake = None
+    try:
+        secret = resolve_secret(cfg)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    url = cfg.gemini.endpoint
+    if simulate and not url:
+        from .fake_gemini import FakeGemini
+
+        fake = FakeGemini()
+        await fake.start()
+        url = fake.url
+        log.info("simulating: built-in fake Gemini at %s", url, extra={"EDGE_EVENT": "fake_server"})
+    else:
+        url = default_endpoint(cfg)
+        if secret is None:
+            log.error(
+                "no Gemini API key: set $GEMINI_API_KEY, gemini.api_key_file, or the systemd "
+                "credential gemini-api-key (or use --simulate to try it without one)"
+            )
+            return EXIT_CONFIG
+    if secret is not None:
+        log.info("API key from %s", secret.source, extra={"EDGE_EVENT": "key_source"})
+
+    mic, speaker = open_audio(
+        cfg.audio.backend,
+        input_wav=cfg.audio.input_wav,
+        output_wav=cfg.audio.output_wav,
+        chunk_ms=cfg.audio.chunk_ms,
+    )
+    daemon = Daemon(cfg, mic=mic, speaker=speaker, link_settings=link_settings(cfg, url, secret))
+
+    ready = False
+
+    def on_state(_old: State, new: State) -> None:
+        nonlocal ready
+        systemd.notify(f"STATUS={new.value}")
+        # Ready once a session is set up, or once it is clear the daemon will
+        # keep trying on its own (so `systemctl start` does not hang offline).
+        if not ready and new is not State.STARTING:
+            ready = True
+            systemd.notify("READY=1")
+
+    daemon.subscribe(on_state)
+
+    def toggle() -> None:
+        (daemon.release if daemon.status()["talking"] else daemon.press)("keyboard")
+
+    def shutdown(signame: str) -> None:
+        log.info("%s: shutting down", signame, extra={"EDGE_EVENT": "shutdown"})
+        systemd.notify("STOPPING=1")
+        daemon.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown, sig.name)
+
+    control = ControlServer(cfg.control.socket, daemon.control)
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        await control.start()
+        interval = systemd.watchdog_interval_s()
+        if interval:
+            watchdog = loop.create_task(systemd.watchdog_loop(interval), name="watchdog")
+        use_keys = cfg.control.keyboard
+        with keyboard_toggle(loop, toggle) if use_keys else contextlib.nullcontext(False) as keys:
+            if keys:
+                print("edge-daemon: press Enter or space to talk, again to stop; Ctrl-C quits")
+            await daemon.run()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        await control.close()
+        if fake is not None:
+            await fake.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped", extra={"EDGE_EVENT": "stopped"})
+    return 0
+
+
+def prepare(cfg: Config, simulate: bool) -> Config:
+    if simulate:
+        cfg = with_overrides(cfg, simulate_overrides(cfg), origin="--simulate")
+    return cfg

@@ -1,0 +1,71 @@
+"""The functions the model may call: their declarations for ``setup`` and dispatch.
+
+A call never raises: bad names and bad arguments become an error the model can
+read and correct, and the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    output: Mapping[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+ToolFunction = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    declaration: Mapping[str, Any]
+    run: ToolFunction
+    blocking: bool = True
+    timeout_s: float = 10.0
+
+
+@dataclass
+class ToolRegistry:
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+    def add(self, tool: Tool) -> None:
+        if tool.name in self.tools:
+            raise ValueError(f"tool {tool.name!r} is declared twice")
+        self.tools[tool.name] = tool
+
+    def declarations(self) -> list[Mapping[str, Any]]:
+        return [t.declaration for t in self.tools.values()]
+
+    def is_blocking(self, name: str) -> bool:
+        tool = self.tools.get(name)
+        return tool.blocking if tool else True
+
+    async def call(self, name: str, args: Mapping[str, Any]) -> ToolOutcome:
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            return ToolOutcome(error=f"unknown function {name!r}; available: {known}")
+        try:
+            output = await asyncio.wait_for(tool.run(args), tool.timeout_s)
+        except TimeoutError:
+            return ToolOutcome(error=f"{name} did not finish within {tool.timeout_s:g} s")
+        except (ValueError, TypeError) as exc:
+            # Argument problems are the model's to fix: tell it exactly what.
+            return ToolOutcome(error=str(exc))
+        except Exception as exc:
+            log.exception("tool %s failed", name, extra={"EDGE_TOOL": name})
+            return ToolOutcome(error=f"{name} failed: {exc}")
+        return ToolOutcome(output=dict(output))
