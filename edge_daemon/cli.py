@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     say = ctl_sub.add_parser("say", help="send typed text as a user turn")
     say.add_argument("text")
     ctl_sub.add_parser("status", help="state, connection and counters as JSON")
+    wait = ctl_sub.add_parser("wait", help="wait until the daemon is in STATE (for scripts)")
+    wait.add_argument("state")
+    wait.add_argument("--timeout", type=float, default=30.0)
 
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
     from .fake_gemini import add_arguments
@@ -115,9 +118,11 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         body["seconds"] = args.seconds
     elif args.action == "say":
         body["text"] = args.text
+    elif args.action == "wait":
+        body["state"], body["timeout"] = args.state, args.timeout
     path = _socket_path(args)
     try:
-        reply = request(path, body)
+        reply = request(path, body, timeout_s=args.timeout + 5.0 if args.action == "wait" else 10.0)
     except (OSError, ValueError) as exc:
         print(f"edge-daemon: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
         return 1

@@ -79,6 +79,7 @@ class Daemon:
         self.counters = Counters()
         self.history: deque[tuple[float, str]] = deque(maxlen=_HISTORY)
         self._listeners: list[StateListener] = []
+        self._state_changed = asyncio.Event()  # replaced on every change
         self._started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._session: LiveSession | None = None
@@ -125,6 +126,8 @@ class Daemon:
             f" ({why})" if why else "",
             extra={"EDGE_EVENT": "state", "EDGE_STATE": new.value, "EDGE_PREV_STATE": old.value},
         )
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
         for listener in list(self._listeners):
             try:
                 listener(old, new)
@@ -607,12 +610,30 @@ class Daemon:
                 return {"ok": False, "error": "no live session right now"}
         elif cmd == "status":
             return {"ok": True, **self.status()}
+        elif cmd == "wait":
+            wanted, timeout = request.get("state"), request.get("timeout", 30.0)
+            if wanted not in State.__members__.values():
+                return {"ok": False, "error": f"state must be one of {[s.value for s in State]}"}
+            if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+                return {"ok": False, "error": "timeout must be a number of seconds in (0, 3600]"}
+            reached = await self.wait_state(State(wanted), float(timeout))
+            return {"ok": reached, "state": self.state.value}
         else:
             return {
                 "ok": False,
-                "error": f"unknown command {cmd!r}; try press, release, tap, say, status",
+                "error": f"unknown command {cmd!r}; try press, release, tap, say, status, wait",
             }
         return {"ok": True, "state": self.state.value}
+
+    async def wait_state(self, wanted: State, timeout_s: float) -> bool:
+        """True once the daemon is in ``wanted`` (at once if it already is)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.state is not wanted:
+                    await self._state_changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _release_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

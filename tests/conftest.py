@@ -1,0 +1,186 @@
+"""Shared fixtures: real speech, the fake Gemini, and a daemon run as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import wave
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_daemon.control import request
+from edge_daemon.fake_gemini import FakeGemini
+
+# A distinctive fake key: if it shows up anywhere in a log, a test says so.
+SECRET = "AIzaSyEDGE-TEST-SECRET-0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def have(*tools: str) -> bool:
+    return all(shutil.which(t) for t in tools)
+
+
+def make_speech(text: str, path: Path, rate: int = 16000) -> Path:
+    """Real synthetic speech (espeak-ng), as s16le mono WAV at ``rate``."""
+    if not have("espeak-ng", "sox"):
+        pytest.skip("espeak-ng and sox are needed for real speech (apt-get install espeak-ng sox)")
+    raw = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(
+        ["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", "-e", "signed", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_speech(
+        "Please turn on the lamp in the kitchen.",
+        tmp_path_factory.mktemp("speech") / "turn_on_lamp.wav",
+    )
+
+
+def wav_frames(path: Path) -> tuple[int, bytes]:
+    with wave.open(str(path), "rb") as w:
+        return w.getframerate(), w.readframes(w.getnframes())
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGemini]:
+    server = FakeGemini(api_key=SECRET, pace=4.0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines: list[str] = []
+    for name, table in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class DaemonProcess:
+    """``edge-daemon run`` as a child process, driven through its control socket."""
+
+    def __init__(
+        self,
+        config: Path,
+        socket: Path,
+        log_path: Path,
+        env: dict[str, str],
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.socket = socket
+        self.log_path = log_path
+        # The daemon says READY=1 over sd_notify, as it would to systemd: the
+        # test waits on that datagram instead of polling for the socket file.
+        self.notify_path = log_path.with_suffix(".notify")
+        self.notify = _bind_notify(self.notify_path)
+        self.notifications: list[str] = []
+        env = {**env, "NOTIFY_SOCKET": str(self.notify_path)}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config), *extra_args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+
+    async def next_notification(self, timeout_s: float = 20.0) -> str:
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(self.notify, 4096), timeout_s)
+        self.notifications.append(data.decode())
+        return self.notifications[-1]
+
+    async def ready(self, timeout_s: float = 20.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while "READY=1" not in await self.next_notification(timeout_s):
+                pass
+
+    async def ctl(self, cmd: str, timeout_s: float = 15.0, **fields: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            request, str(self.socket), {"cmd": cmd, **fields}, timeout_s
+        )
+
+    async def wait_state(self, state: str, timeout_s: float = 15.0) -> dict[str, Any]:
+        reply = await self.ctl("wait", state=state, timeout=timeout_s, timeout_s=timeout_s + 5)
+        assert reply["ok"], f"daemon never reached {state!r}: {reply}\n{self.log()}"
+        return reply
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.notify.close()
+        return self.proc.returncode
+
+
+def _bind_notify(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.fixture
+def daemon_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    env.pop("JOURNAL_STREAM", None)
+    env.pop("EDGE_DAEMON_CONFIG", None)
+    env["GEMINI_API_KEY"] = SECRET
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def spawn_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Any]:
+    started: list[DaemonProcess] = []
+
+    def spawn(
+        sections: dict[str, dict[str, Any]],
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> DaemonProcess:
+        sock = tmp_path / f"ctl{len(started)}.sock"
+        sections.setdefault("control", {}).setdefault("socket", str(sock))
+        sections["control"].setdefault("keyboard", False)
+        cfg = write_config(tmp_path / f"config{len(started)}.toml", sections)
+        proc = DaemonProcess(
+            cfg, Path(sections["control"]["socket"]), tmp_path / f"daemon{len(started)}.log",
+            env or daemon_env,
+            extra_args,
+        )
+        started.append(proc)
+        return proc
+
+    yield spawn
+    for proc in started:
+        proc.stop()
