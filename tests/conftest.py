@@ -116,9 +116,7 @@ class DaemonProcess:
                 pass
 
     async def ctl(self, cmd: str, timeout_s: float = 15.0, **fields: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(
-            request, str(self.socket), {"cmd": cmd, **fields}, timeout_s
-        )
+        return await asyncio.to_thread(request, str(self.socket), {"cmd": cmd, **fields}, timeout_s)
 
     async def wait_state(self, state: str, timeout_s: float = 15.0) -> dict[str, Any]:
         reply = await self.ctl("wait", state=state, timeout=timeout_s, timeout_s=timeout_s + 5)
@@ -174,7 +172,9 @@ def spawn_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Any]:
         sections["control"].setdefault("keyboard", False)
         cfg = write_config(tmp_path / f"config{len(started)}.toml", sections)
         proc = DaemonProcess(
-            cfg, Path(sections["control"]["socket"]), tmp_path / f"daemon{len(started)}.log",
+            cfg,
+            Path(sections["control"]["socket"]),
+            tmp_path / f"daemon{len(started)}.log",
             env or daemon_env,
             extra_args,
         )

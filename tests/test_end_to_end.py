@@ -44,9 +44,7 @@ async def test_push_to_talk_turn_end_to_end(
     assert kinds[1] == "activityStart"
     assert kinds[-1] == "activityEnd"
     audio = fake.messages_of("audio")
-    assert all(
-        m["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000" for m in audio
-    )
+    assert all(m["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000" for m in audio)
     turn = fake.turns[-1]
     # What the server heard is the start of the speech file, sample for sample.
     _, speech = wav_frames(speech_wav)

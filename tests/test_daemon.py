@@ -1,0 +1,220 @@
+"""The daemon's state machine in-process, against the real fake server over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import SECRET, wav_frames
+
+from edge_daemon.audio.null import NullMicrophone, NullSpeaker
+from edge_daemon.audio.wav import WavSpeaker
+from edge_daemon.config import Config, with_overrides
+from edge_daemon.daemon import Daemon, State
+from edge_daemon.fake_gemini import FakeGemini, tone_pcm
+from edge_daemon.live.reconnect import LinkSettings, LinkState
+from edge_daemon.live.session import Credentials
+
+
+@dataclass
+class Rig:
+    fake: FakeGemini
+    daemon: Daemon
+    task: asyncio.Task[None]
+
+    async def until(self, cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Wait for a daemon-side condition; re-checked on every state change."""
+        async with asyncio.timeout(timeout_s):
+            while not cond():
+                changed = self.daemon._state_changed
+                with contextlib.suppress(TimeoutError):
+                    # The fake also wakes us: most conditions follow a server message.
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.ensure_future(changed.wait())), 0.05
+                    )
+
+    async def state(self, wanted: State, timeout_s: float = 10.0) -> None:
+        assert await self.daemon.wait_state(wanted, timeout_s), (
+            f"never reached {wanted}; history={list(self.daemon.history)}"
+        )
+
+
+def settings(url: str) -> LinkSettings:
+    return LinkSettings(
+        url=url,
+        credentials=Credentials(SECRET),
+        connect_timeout_s=5,
+        setup_timeout_s=2,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        config_error_backoff_s=30,
+    )
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    *, speaker=None, pace: float = 8.0, overrides: dict | None = None, **fake_knobs
+) -> AsyncIterator[Rig]:
+    fake = FakeGemini(api_key=SECRET, pace=pace, **fake_knobs)
+    await fake.start()
+    cfg = with_overrides(Config(), {"audio.backend": "null", **(overrides or {})})
+    daemon = Daemon(
+        cfg,
+        mic=NullMicrophone(chunk_ms=40),
+        speaker=speaker or NullSpeaker(),
+        link_settings=settings(fake.url),
+    )
+    task = asyncio.create_task(daemon.run())
+    r = Rig(fake, daemon, task)
+    try:
+        await r.state(State.IDLE)
+        yield r
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        await fake.stop()
+
+
+async def turn(r: Rig, seconds_of_audio: float = 0.2) -> None:
+    before = r.fake.audio_received_s()
+    r.daemon.press("test")
+    await r.fake.wait_for(lambda f: f.audio_received_s() >= before + seconds_of_audio)
+    r.daemon.release("test")
+
+
+async def test_one_turn_walks_the_states_and_answers() -> None:
+    async with rig() as r:
+        await turn(r)
+        await r.state(State.SPEAKING)
+        await r.state(State.IDLE)
+        states = [s for _, s in r.daemon.history]
+        assert states == ["idle", "listening", "thinking", "speaking", "idle"]
+        assert r.fake.turns[-1].completed
+        assert r.daemon.speaker.counters["bytes_played"] == len(r.fake.turns[-1].reply_pcm)
+
+
+async def test_press_while_speaking_is_barge_in(tmp_path: Path) -> None:
+    out = tmp_path / "out.wav"
+    speaker = WavSpeaker(str(out))
+    long_reply = tone_pcm(440.0, 6.0)
+    new_reply = tone_pcm(880.0, 0.4)
+    async with rig(speaker=speaker, pace=1.0) as r:
+        r.fake.script_turn(reply_pcm=long_reply, reply_text="a long answer")
+        r.fake.script_turn(reply_pcm=new_reply, reply_text="short")
+        await turn(r)
+        await r.state(State.SPEAKING)
+        await r.fake.wait_for(lambda f: f.turns[-1].audio_sent_bytes >= 48000)
+        r.daemon.press("test")  # barge-in
+        # Silence at once: the flush happens inside press(), before any await.
+        assert not speaker.playing
+        assert speaker.counters["flushes"] == 1
+        assert r.daemon.counters.barge_ins == 1
+        assert r.daemon.state is State.LISTENING
+        await r.fake.wait_for(lambda f: f.turns[0].interrupted)
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 0.2)
+        r.daemon.release("test")
+        await r.fake.wait_for(lambda f: len(f.turns) == 2 and f.turns[1].completed)
+        await r.state(State.IDLE)
+    _, played = wav_frames(out)
+    # The file holds a prefix of the cut-off answer, then the new answer whole;
+    # nothing of the old turn after the cut.
+    assert played.endswith(new_reply)
+    old_part = played[: len(played) - len(new_reply)]
+    assert 0 < len(old_part) < len(long_reply)
+    assert long_reply.startswith(old_part)
+
+
+async def test_server_interrupted_flushes_the_speaker() -> None:
+    async with rig(pace=1.0) as r:
+        r.fake.script_turn(reply_pcm=tone_pcm(440.0, 5.0))
+        await turn(r)
+        await r.state(State.SPEAKING)
+        await r.fake.send({"serverContent": {"interrupted": True}})
+        await r.until(lambda: r.daemon.counters.interruptions == 1)
+        assert r.daemon.speaker.counters["flushes"] == 1
+        assert r.daemon.speaker.counters["bytes_flushed"] > 0
+
+
+async def test_malformed_and_unknown_frames_are_skipped_and_session_lives_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with rig() as r:
+        await r.fake.send_raw(b"{not json at all")
+        await r.fake.send_raw(b"[1, 2]")
+        await r.fake.send_raw("\u00ff\u00fe text frame")
+        await r.fake.send({"someFutureMessage": {"x": 1}})
+        await r.fake.send({"serverContent": {"modelTurn": {"parts": "nope"}}})
+        await turn(r)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+        await r.state(State.IDLE)
+        assert len(r.fake.connections) == 1
+        session = r.daemon.link.session
+        assert session is not None and session.counters.malformed == 4
+        warnings = [rec for rec in caplog.records if "malformed" in rec.getMessage()]
+        assert len(warnings) == 4
+
+
+async def test_unknown_tool_is_answered_with_an_error_by_id() -> None:
+    async with rig() as r:
+        (call_id,) = await r.fake.tool_call([("launch_rockets", {"count": 3})])
+        await r.fake.wait_for(lambda f: f.tool_responses)
+        (resp,) = r.fake.tool_responses
+        assert resp["id"] == call_id and resp["name"] == "launch_rockets"
+        assert "unknown function 'launch_rockets'" in resp["response"]["error"]
+        assert r.daemon.counters.tool_errors == 1
+
+
+async def test_drop_mid_idle_reconnects_with_the_resumption_handle() -> None:
+    async with rig() as r:
+        await r.until(lambda: r.daemon.link.resumption.handle is not None)
+        handle = r.daemon.link.resumption.handle
+        await r.fake.drop_connection()
+        await r.fake.wait_for(
+            lambda f: len(f.connections) == 2 and f.connections[1].setup_complete_sent
+        )
+        assert r.fake.connections[1].resumed_from == handle
+        await r.state(State.IDLE)
+        await turn(r)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+
+
+async def test_config_error_close_shows_error_and_backs_off_long() -> None:
+    async with rig() as r:
+        await r.fake.close_connection(1007, "Request contains an invalid argument.")
+        await r.state(State.ERROR)
+        assert r.daemon.link.state is LinkState.CONFIG_ERROR
+        assert "1007" in r.daemon.link.last_error
+        # No hammering: still one connection.
+        assert len(r.fake.connections) == 1
+
+
+async def test_api_key_never_logged_even_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with rig() as r:
+        await turn(r)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+        await r.fake.close_connection(1008, "API key not valid. Please pass a valid API key.")
+        await r.state(State.ERROR)
+    for rec in caplog.records:
+        text = rec.getMessage() + repr(rec.args) + repr(vars(rec))
+        assert SECRET not in text, f"key leaked in {rec.name}: {rec.getMessage()}"
+    assert repr(Credentials(SECRET)).count(SECRET) == 0
+
+
+async def test_control_commands_and_bad_requests() -> None:
+    async with rig() as r:
+        d = r.daemon
+        assert (await d.control({"cmd": "nope"}))["ok"] is False
+        assert (await d.control({"cmd": "tap", "seconds": -1}))["ok"] is False
+        assert (await d.control({"cmd": "say", "text": ""}))["ok"] is False
+        assert (await d.control({"cmd": "wait", "state": "dancing"}))["ok"] is False
+        status = await d.control({"cmd": "status"})
+        assert status["state"] == "idle" and status["connection"]["state"] == "connected"
+        assert (await d.control({"cmd": "say", "text": "hello"}))["ok"]
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+        assert (await d.control({"cmd": "wait", "state": "idle", "timeout": 10}))["ok"]
