@@ -1,0 +1,119 @@
+"""The command line as an owner uses it: check-config, ctl errors, fake-server, keyboard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SECRET, ROOT
+
+from edge_daemon.keyboard import keyboard_toggle
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "EDGE_DAEMON_CONFIG")
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "edge_daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_check_config_prints_effective_config_with_key_redacted(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[audio]\nbackend = "wav"\n')
+    result = run_cli("check-config", "--config", str(cfg), env={"GEMINI_API_KEY": SECRET})
+    assert result.returncode == 0, result.stderr
+    assert 'backend = "wav"' in result.stdout
+    assert "[gemini]" in result.stdout and "[link]" in result.stdout
+    assert "$GEMINI_API_KEY" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_check_config_error_names_file_and_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[audio]\nchunk_ms = 400\n")
+    result = run_cli("check-config", "--config", str(cfg))
+    assert result.returncode == 2
+    assert str(cfg) in result.stderr and "audio.chunk_ms" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_broken_config_exits_cleanly(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[audio\n")
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 2
+    assert str(cfg) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_without_key_says_how_to_add_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[control]\nsocket = "%s"\n' % (tmp_path / "s.sock"))
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 78  # EX_CONFIG: systemd does not restart-loop on it
+    assert "GEMINI_API_KEY" in result.stderr and "--simulate" in result.stderr
+
+
+def test_ctl_without_a_daemon_fails_with_a_clear_message(tmp_path: Path) -> None:
+    result = run_cli("ctl", "--socket", str(tmp_path / "none.sock"), "status")
+    assert result.returncode == 1
+    assert "cannot reach the daemon" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_fake_server_command_listens_and_stops_on_sigterm() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge_daemon.cli",
+        "fake-server",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.startswith(b"fake-gemini listening on ws://127.0.0.1:")
+    proc.terminate()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_keyboard_enter_and_space_toggle_in_a_terminal() -> None:
+    master, slave = os.openpty()
+    loop = asyncio.get_running_loop()
+    toggled = asyncio.Queue[None]()
+    try:
+        with keyboard_toggle(loop, lambda: toggled.put_nowait(None), fd=slave) as active:
+            assert active
+            os.write(master, b" x\n")
+            await asyncio.wait_for(toggled.get(), 5)
+            await asyncio.wait_for(toggled.get(), 5)
+            assert toggled.empty()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_keyboard_is_inactive_without_a_terminal(tmp_path: Path) -> None:
+    with open(tmp_path / "f", "w+") as f:
+        loop = asyncio.new_event_loop()
+        try:
+            with keyboard_toggle(loop, lambda: None, fd=f.fileno()) as active:
+                assert active is False
+        finally:
+            loop.close()
+
+
+@pytest.mark.parametrize("args", [["--version"], ["run", "--help"], ["ctl", "--help"]])
+def test_help_and_version(args: list[str]) -> None:
+    assert run_cli(*args).returncode == 0
