@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, ROOT
+from conftest import ROOT, SECRET
 
 from edge_daemon.keyboard import keyboard_toggle
 
