@@ -106,6 +106,70 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class StatusLedConfig:
+    # "none", a plain LED (on/off patterns), a PWM LED (breathing patterns) or
+    # an RGB LED (a colour per state). GPIO25 is the AIY Voice Kit button LED.
+    kind: Literal["none", "led", "pwm", "rgb"] = "none"
+    pin: int = 25
+    # RGB only: the red, green and blue pins.
+    rgb_pins: tuple[int, ...] = ()
+    active_high: bool = True
+    brightness: float = 1.0
+
+
+@dataclass(frozen=True)
+class LedToolConfig:
+    name: str
+    pin: int
+    description: str = ""
+    pwm: bool = False
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class RelayToolConfig:
+    name: str
+    pin: int
+    description: str = ""
+    active_high: bool = True
+    # Switched off by a timer after this long on, even if the model forgets.
+    max_on_seconds: float = 600.0
+    # Refuse to switch again sooner than this: relays and what they drive
+    # (pumps, motors) do not like chattering.
+    min_switch_interval_s: float = 2.0
+    # Off when the link to Gemini has been down this long (0 = never).
+    off_after_link_lost_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    led: tuple[LedToolConfig, ...] = ()
+    relay: tuple[RelayToolConfig, ...] = ()
+    # A tool call that takes longer is answered with an error.
+    timeout_s: float = 5.0
+    # Declare hardware tools NON_BLOCKING (the model keeps talking while they
+    # run). Only some models accept it; 3.1 Live models are synchronous only.
+    non_blocking: bool = False
+    # Offer a take_photo tool when a camera is configured.
+    take_photo: bool = True
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    backend: Literal["picamera2", "opencv", "file", "none"] = "none"
+    # file backend: an image, or a folder of images, looped.
+    file: str = ""
+    # opencv backend: a device index ("0") or path ("/dev/video0").
+    device: str = ""
+    width: int = 640
+    height: int = 480
+    interval_s: float = 2.0
+    only_while_talking: bool = True
+    max_side: int = 1024
+    jpeg_quality: int = 75
+
+
+@dataclass(frozen=True)
 class Config:
     gemini: GeminiConfig = field(default_factory=GeminiConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -113,6 +177,9 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    status_led: StatusLedConfig = field(default_factory=StatusLedConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
     # The file this came from ("" for built-in defaults): error messages name it.
     source: str = ""
     # Dotted keys the file (or with_overrides) set, as opposed to defaults:
@@ -214,6 +281,7 @@ class _Range:
         return f"of at most {self.hi:g}"
 
 
+_INDEX = re.compile(r"\[\d+\]")
 _POSITIVE = _Range(0, lo_exclusive=True)
 _NON_NEGATIVE = _Range(0)
 
@@ -236,6 +304,21 @@ _RANGES: dict[str, _Range] = {
     # Buffered mic audio costs 32 kB a second: keep it bounded.
     "link.offline_buffer_s": _Range(0, 60),
     "link.response_timeout_s": _POSITIVE,
+    "status_led.pin": _Range(0, 27),
+    "status_led.rgb_pins": _Range(0, 27),
+    "status_led.brightness": _Range(0, 1),
+    "tools.led.pin": _Range(0, 27),
+    "tools.relay.pin": _Range(0, 27),
+    "tools.relay.max_on_seconds": _Range(0, 86400, lo_exclusive=True),
+    "tools.relay.min_switch_interval_s": _Range(0, 3600),
+    "tools.relay.off_after_link_lost_s": _Range(0, 86400),
+    "tools.timeout_s": _POSITIVE,
+    # Gemini Live takes at most one frame a second.
+    "camera.interval_s": _Range(1.0, 3600),
+    "camera.width": _Range(16, 4096),
+    "camera.height": _Range(16, 4096),
+    "camera.max_side": _Range(16, 1024),
+    "camera.jpeg_quality": _Range(10, 95),
 }
 
 
@@ -365,7 +448,8 @@ def _coerce(tp: Any, value: object, path: str, file: str) -> Any:
         checked = check(value)
         return checked if checked is not None else _fail(file, path, expected, value)
     if tp is int or tp is float:
-        rule = _RANGES.get(path)
+        # Array entries share their key's rule: tools.led[2].pin -> tools.led.pin.
+        rule = _RANGES.get(_INDEX.sub("", path))
         expected = "an integer" if tp is int else "a number"
         if rule:
             expected += " " + rule.words()
