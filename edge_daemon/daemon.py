@@ -95,6 +95,9 @@ class Daemon:
         self._turn_total = 0  # chunks ever appended to _turn_audio this turn
         self._turn_sent = 0  # of those, how many went out on the current socket
         self._send_lock = asyncio.Lock()  # keeps activityStart, audio, activityEnd in order
+        # The last moments before a press: a live mic's pre-roll, so the first
+        # syllable, spoken as the finger lands, is not clipped.
+        self._preroll: deque[bytes] = deque(maxlen=round(cfg.audio.preroll_ms / cfg.audio.chunk_ms))
         self._talking = False  # the button is held (or toggled on)
         self._turn_started_in_session = False  # activityStart sent on this socket
         self._end_pending = False  # activityEnd owed once the audio before it is out
@@ -184,7 +187,10 @@ class Daemon:
             self._discard_model_audio = self._model_turn_open
         self._cancel_finish()
         self._turn_audio.clear()
-        self._turn_total = self._turn_sent = 0
+        self._turn_audio.extend(self._preroll)
+        self._turn_total = len(self._turn_audio)
+        self._turn_sent = 0
+        self._preroll.clear()
         self._turn_unacked = False
         self._end_pending = False
         self._turn_started_in_session = False
@@ -259,6 +265,12 @@ class Daemon:
             chunk = await self.mic.read()
             self.counters.audio_in_chunks += 1
             if not self._talking:
+                # Half-duplex (no echo cancellation): what the mic hears while
+                # the speaker plays is the model itself, never pre-roll.
+                if self.cfg.audio.half_duplex and self.speaker.playing:
+                    self._preroll.clear()  # pre-roll is the last moments, never stale ones
+                elif self.mic.live:
+                    self._preroll.append(chunk)
                 continue
             self._turn_audio.append(chunk)
             self._turn_total += 1

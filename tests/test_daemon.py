@@ -218,3 +218,68 @@ async def test_control_commands_and_bad_requests() -> None:
         assert (await d.control({"cmd": "say", "text": "hello"}))["ok"]
         await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
         assert (await d.control({"cmd": "wait", "state": "idle", "timeout": 10}))["ok"]
+
+
+class CountingMic(NullMicrophone):
+    """A live mic whose every chunk carries its sequence number."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__(chunk_ms=40)
+        self.seq = 0
+
+    def _next_chunk(self) -> bytes:
+        self.seq += 1
+        return self.seq.to_bytes(2, "little") * (self.chunk_bytes // 2)
+
+
+def seq_of(chunk: bytes) -> int:
+    return int.from_bytes(chunk[:2], "little")
+
+
+@contextlib.asynccontextmanager
+async def rig_with_mic(mic, overrides: dict | None = None) -> AsyncIterator[Rig]:
+    fake = FakeGemini(api_key=SECRET, pace=8.0)
+    await fake.start()
+    cfg = with_overrides(Config(), {"audio.backend": "null", **(overrides or {})})
+    daemon = Daemon(cfg, mic=mic, speaker=NullSpeaker(), link_settings=settings(fake.url))
+    task = asyncio.create_task(daemon.run())
+    r = Rig(fake, daemon, task)
+    try:
+        await r.state(State.IDLE)
+        yield r
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        await fake.stop()
+
+
+async def test_preroll_of_a_live_mic_goes_out_right_after_activity_start() -> None:
+    mic = CountingMic()
+    async with rig_with_mic(mic, {"audio.preroll_ms": 400}) as r:
+        await r.until(lambda: mic.seq > 20)
+        last_before_press = mic.seq
+        r.daemon.press("test")
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 0.8)
+        r.daemon.release("test")
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+    heard = bytes(r.fake.turns[-1].heard_pcm)
+    chunks = [heard[i : i + mic.chunk_bytes] for i in range(0, len(heard), mic.chunk_bytes)]
+    seqs = [seq_of(c) for c in chunks]
+    # 400 ms of pre-roll = the 10 chunks before the press, then the live stream, gapless.
+    assert seqs[0] == last_before_press - 9
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll() -> None:
+    mic = CountingMic()
+    async with rig_with_mic(mic, {"audio.half_duplex": True}) as r:
+        r.fake.script_turn(reply_pcm=tone_pcm(440.0, 30.0))
+        await turn(r)
+        await r.state(State.SPEAKING)
+        await r.until(lambda: r.daemon.speaker.playing)
+        # While the model talks, nothing the mic hears is kept.
+        start = mic.seq
+        await r.until(lambda: mic.seq > start + 5)
+        assert len(r.daemon._preroll) == 0

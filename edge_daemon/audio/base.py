@@ -45,6 +45,10 @@ class Microphone(Protocol):
     rate: int
     chunk_bytes: int
     counters: dict[str, int]
+    # True for a microphone that hears the room continuously: only then is the
+    # audio just before a press worth sending as pre-roll. A recording that
+    # rewinds at each press has nothing useful before it.
+    live: bool
 
     async def start(self) -> None: ...
 
@@ -156,6 +160,8 @@ class Pacer:
 
 class PacedMicrophone(abc.ABC):
     """A simulated Microphone: chunks from ``_next_chunk`` at real-time pace."""
+
+    live = False
 
     def __init__(self, *, chunk_ms: int = 40, speed: float = 1.0, rate: int = MIC_RATE) -> None:
         if not 1 <= chunk_ms <= 1000:
