@@ -283,3 +283,31 @@ async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll() -> None
         start = mic.seq
         await r.until(lambda: mic.seq > start + 5)
         assert len(r.daemon._preroll) == 0
+
+
+async def test_ephemeral_token_goes_in_the_authorization_header() -> None:
+    fake = FakeGemini(api_key="auth_tokens/abc123", pace=8.0)
+    await fake.start()
+    # Tokens only work on the constrained v1alpha endpoint, as on the real service.
+    link = settings(
+        f"ws://127.0.0.1:{fake.port}/ws/google.ai.generativelanguage.v1alpha."
+        "GenerativeService.BidiGenerateContentConstrained"
+    )
+    link.credentials = Credentials("auth_tokens/abc123", "ephemeral_token")
+    daemon = Daemon(
+        with_overrides(Config(), {"audio.backend": "null"}),
+        mic=NullMicrophone(chunk_ms=40),
+        speaker=NullSpeaker(),
+        link_settings=link,
+    )
+    task = asyncio.create_task(daemon.run())
+    try:
+        assert await daemon.wait_state(State.IDLE, 10)
+        conn = fake.connections[0]
+        assert conn.auth_method == "token-header"
+        assert conn.request_headers.get("Authorization") == "Token auth_tokens/abc123"
+        assert "abc123" not in conn.request_path
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        await fake.stop()
