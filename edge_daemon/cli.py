@@ -55,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("state")
     wait.add_argument("--timeout", type=float, default=30.0)
 
+    sub.add_parser("devices", help="list the audio devices PortAudio sees")
+
+    doctor = sub.add_parser("doctor", help="check this device and say how to fix what is wrong")
+    _add_config(doctor)
+    from .doctor import add_arguments as add_doctor_arguments
+
+    add_doctor_arguments(doctor)
+
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
     from .fake_gemini import add_arguments
 
@@ -138,6 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check_config(args)
     if args.command == "ctl":
         return cmd_ctl(args)
+    if args.command == "devices":
+        from .audio.devices import print_devices
+
+        return print_devices()
+    if args.command == "doctor":
+        from .doctor import run_from_args as run_doctor
+
+        return run_doctor(args)
     if args.command == "fake-server":
         from .fake_gemini import run_from_args
 

@@ -352,7 +352,25 @@ def _socket_path(text: str) -> str | None:
     return text if text and "\0" not in text and len(os.fsencode(text)) <= 107 else None
 
 
+# Names the hardware tools may not take: other tools the daemon declares.
+RESERVED_TOOL_NAMES = frozenset({"get_device_states", "take_photo"})
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_TOOL_NAME_WORDS = (
+    "a function name: a letter or _, then letters, digits or _ (at most 64 in all), "
+    "not " + " or ".join(sorted(RESERVED_TOOL_NAMES))
+)
+
+
+def _tool_name(text: str) -> str | None:
+    # The name is the Gemini function name the model calls: the API refuses
+    # anything else at setup, long after the config was accepted.
+    ok = _FUNCTION_NAME.fullmatch(text) and text not in RESERVED_TOOL_NAMES
+    return text if ok else None
+
+
 _STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
+    "tools.led.name": (_TOOL_NAME_WORDS, _tool_name),
+    "tools.relay.name": (_TOOL_NAME_WORDS, _tool_name),
     "gemini.endpoint": ("a ws:// or wss:// URL, or an empty string", _endpoint),
     "gemini.model": (f"a model name such as {DEFAULT_MODEL!r}", _model),
     "gemini.voice": ("a voice name such as 'Kore'", lambda s: s or None),
@@ -411,6 +429,11 @@ def _build(cls: type, data: object, path: str, file: str) -> Any:
     for name, value in data.items():
         if name not in _settable(cls):
             raise _unknown(file, path, str(name), value, cls)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in data:
+            # Named here, or cls(**kw) would fail with a TypeError naming no file.
+            raise ConfigError(file, _join(path, f.name), f"a value for {f.name}", problem="missing")
     hints = typing.get_type_hints(cls)
     return cls(
         **{
@@ -442,7 +465,7 @@ def _coerce(tp: Any, value: object, path: str, file: str) -> Any:
     if tp is bool:
         return value if isinstance(value, bool) else _fail(file, path, "true or false", value)
     if tp is str:
-        expected, check = _STRING_RULES.get(path, ("a string", str))
+        expected, check = _STRING_RULES.get(_INDEX.sub("", path), ("a string", str))
         if not isinstance(value, str):
             return _fail(file, path, expected, value)
         checked = check(value)
@@ -481,6 +504,58 @@ def _check(cfg: Config, file: str) -> None:
             f"a number no greater than link.backoff_max_s ({link.backoff_max_s:g})",
             link.backoff_initial_s,
         )
+    led = cfg.status_led
+    if led.kind == "rgb" and len(led.rgb_pins) != 3:
+        raise ConfigError(
+            file,
+            "status_led.rgb_pins",
+            'three pins (red, green, blue) for kind = "rgb"',
+            problem=f'kind = "rgb" needs exactly three pins (red, green, blue), '
+            f"got {len(led.rgb_pins)}",
+        )
+    _check_tool_names(cfg, file)
+    _check_pins(cfg, file)
+
+
+def _tool_entries(cfg: Config) -> Iterator[tuple[str, LedToolConfig | RelayToolConfig]]:
+    for kind, entries in (("led", cfg.tools.led), ("relay", cfg.tools.relay)):
+        for i, entry in enumerate(entries):
+            yield f"tools.{kind}[{i}]", entry
+
+
+def _check_tool_names(cfg: Config, file: str) -> None:
+    seen: dict[str, str] = {}
+    for path, entry in _tool_entries(cfg):
+        if entry.name in seen:
+            raise ConfigError(
+                file,
+                f"{path}.name",
+                "a name no other tool has",
+                problem=f"{entry.name!r} is already the name of {seen[entry.name]}",
+            )
+        seen[entry.name] = path
+
+
+def _check_pins(cfg: Config, file: str) -> None:
+    # Two devices on one GPIO would fight over it (or gpiozero refuses the second
+    # at start-up, with no word of the config key): say which keys collide.
+    used: list[tuple[str, int]] = [("button.pin", cfg.button.pin)]
+    led = cfg.status_led
+    if led.kind == "rgb":
+        used += [(f"status_led.rgb_pins[{i}]", pin) for i, pin in enumerate(led.rgb_pins)]
+    elif led.kind != "none":
+        used.append(("status_led.pin", led.pin))
+    used += [(f"{path}.pin", entry.pin) for path, entry in _tool_entries(cfg)]
+    owner: dict[int, str] = {}
+    for key, pin in used:
+        if pin in owner:
+            raise ConfigError(
+                file,
+                key,
+                "a GPIO pin no other device uses",
+                problem=f"GPIO{pin} is already used by {owner[pin]}",
+            )
+        owner[pin] = key
 
 
 def _leaf_paths(data: Mapping[str, object], path: str = "") -> Iterator[str]:
@@ -535,7 +610,7 @@ def load_config(
 def _as_data(obj: object) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {name: _as_data(getattr(obj, name)) for name in _settable(type(obj))}
-    return list(obj) if isinstance(obj, tuple) else obj
+    return [_as_data(v) for v in obj] if isinstance(obj, tuple) else obj
 
 
 def with_overrides(
@@ -710,12 +785,29 @@ def _toml_key(name: str) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml_value(name)
 
 
-def _emit(data: Mapping[str, object], path: list[str], out: list[str]) -> None:
-    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+def _is_table_array(value: object) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(item, Mapping) for item in value)
+    )
+
+
+def _emit(
+    data: Mapping[str, object], path: list[str], out: list[str], *, array_item: bool = False
+) -> None:
     tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
-    if path and (scalars or not tables):
-        out += ["", "[" + ".".join(_toml_key(p) for p in path) + "]"]
+    arrays = {k: v for k, v in data.items() if _is_table_array(v)}
+    scalars = {k: v for k, v in data.items() if k not in tables and k not in arrays}
+    name = ".".join(_toml_key(p) for p in path)
+    if array_item:
+        out += ["", f"[[{name}]]"]
+    elif path and (scalars or not (tables or arrays)):
+        out += ["", f"[{name}]"]
     out += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+    # Arrays of tables ([[tools.led]]) come after the table's own keys, which
+    # would otherwise land in the array's last entry.
+    for k, items in arrays.items():
+        for item in typing.cast(list[Mapping[str, object]], items):
+            _emit(item, [*path, k], out, array_item=True)
     for k, v in tables.items():
         _emit(typing.cast(Mapping[str, object], v), [*path, k], out)
 

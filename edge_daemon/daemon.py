@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .audio.base import Microphone, Speaker
 from .config import Config
 from .live import messages as m
-from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd
+from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd, ToolOutbox
 from .live.session import LiveSession, SessionClosed
 from .tools.registry import ToolRegistry
 
@@ -38,6 +39,17 @@ class State(enum.StrEnum):
 
 
 StateListener = Callable[[State, State], None]
+LinkListener = Callable[[bool], None]
+StatusProvider = Callable[[], Mapping[str, Any]]
+
+
+class VirtualButton(Protocol):
+    """A button the control socket can press, e.g. a simulated GPIO pin, so
+    `ctl press` takes the same path as a finger on the real button."""
+
+    def sim_press(self) -> None: ...
+
+    def sim_release(self) -> None: ...
 
 # How many past state changes `status` reports: enough to see one whole turn.
 _HISTORY = 32
@@ -79,6 +91,12 @@ class Daemon:
         self.counters = Counters()
         self.history: deque[tuple[float, str]] = deque(maxlen=_HISTORY)
         self._listeners: list[StateListener] = []
+        self._link_listeners: list[LinkListener] = []
+        self._link_up: bool | None = None
+        # Extra sections for `ctl status` (devices, pins, LED pattern).
+        self.status_providers: dict[str, StatusProvider] = {}
+        # Set under --simulate: `ctl press` then drives the mock button pin.
+        self.virtual_button: VirtualButton | None = None
         self._state_changed = asyncio.Event()  # replaced on every change
         self._started_at = time.monotonic()
         self._stop = asyncio.Event()
@@ -94,6 +112,7 @@ class Daemon:
         )
         self._turn_total = 0  # chunks ever appended to _turn_audio this turn
         self._turn_sent = 0  # of those, how many went out on the current socket
+        self._turn_lost = 0  # of those, how many the bounded buffer evicted before a replay
         self._send_lock = asyncio.Lock()  # keeps activityStart, audio, activityEnd in order
         # The last moments before a press: a live mic's pre-roll, so the first
         # syllable, spoken as the finger lands, is not clipped.
@@ -105,6 +124,12 @@ class Daemon:
         self._model_turn_open = False  # model output started, no turnComplete yet
         self._discard_model_audio = False  # rest of an interrupted turn in flight
         self._tool_calls_pending: dict[str, asyncio.Task[None]] = {}
+        # Tool results not yet delivered; they outlive a dropped connection.
+        self._outbox = ToolOutbox()
+        # The resumption handle number when the last model turn ended: a goAway
+        # switch waits for a newer one, so the next connection remembers that turn.
+        self._turn_end_seq = 0
+        self._shutdown_hooks: list[Callable[[], Awaitable[None] | None]] = []
         self._finish_task: asyncio.Task[None] | None = None
         self._awaiting_reply_since: float | None = None
         self._go_away_deadline: float | None = None
@@ -151,10 +176,31 @@ class Daemon:
         ):
             self._set_state(State.RECONNECTING)
 
+    def subscribe_link(self, listener: LinkListener) -> None:
+        """``listener(True)`` when a session is up, ``listener(False)`` when it is
+        lost (e.g. relays that must go safe after a long outage)."""
+        self._link_listeners.append(listener)
+
+    def _notify_link(self, up: bool) -> None:
+        if up is self._link_up:
+            return
+        self._link_up = up
+        for listener in list(self._link_listeners):
+            try:
+                listener(up)
+            except Exception:
+                log.exception("link listener failed")
+
     def _on_link_state(self, link: LinkState, detail: str) -> None:
+        if link is LinkState.CONNECTED:
+            self._notify_link(True)
+        elif link in (LinkState.RECONNECTING, LinkState.CONFIG_ERROR):
+            self._notify_link(False)
         if link is LinkState.CONNECTED:
             if self.state in (State.SPEAKING, State.THINKING, State.LISTENING):
                 return  # the turn goes on across the switch
+            if self._turn_unacked:
+                return  # _serve replays it at once and shows THINKING
             self._set_state(State.IDLE, f"session {detail}")
         elif link is LinkState.CONFIG_ERROR:
             if not self._talking:
@@ -189,7 +235,7 @@ class Daemon:
         self._turn_audio.clear()
         self._turn_audio.extend(self._preroll)
         self._turn_total = len(self._turn_audio)
-        self._turn_sent = 0
+        self._turn_sent = self._turn_lost = 0
         self._preroll.clear()
         self._turn_unacked = False
         self._end_pending = False
@@ -237,6 +283,10 @@ class Daemon:
                 link_task = tg.create_task(self.link.run(), name="link")
                 mic_task = tg.create_task(self._mic_loop(), name="mic")
                 await self._stop.wait()
+                # A turn in progress is cut, not finished: the socket closes
+                # with 1000 below and the speaker is closed.
+                self._talking = False
+                self.speaker.flush()
                 self.link.stop()
                 self._request_switch(SessionEnd.STOP)
                 # Let the link close its socket with 1000, but never hang on it.
@@ -248,11 +298,27 @@ class Daemon:
                     task.cancel()
                 self._cancel_finish()
         finally:
+            await self._run_shutdown_hooks()
             await self.mic.close()
             await self.speaker.close()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def add_shutdown_hook(self, hook: Callable[[], Awaitable[None] | None]) -> None:
+        """Run ``hook`` on the way out, however run() ends: the place to put
+        outputs (relays, LEDs) in their safe state. Hooks run in the order
+        added, each bounded to 2 s; one failing does not stop the rest."""
+        self._shutdown_hooks.append(hook)
+
+    async def _run_shutdown_hooks(self) -> None:
+        for hook in self._shutdown_hooks:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, 2.0)
+            except Exception:
+                log.exception("shutdown hook %r failed", hook, extra={"EDGE_EVENT": "shutdown"})
 
     def _request_switch(self, reason: SessionEnd) -> None:
         self._switch_reason = reason
@@ -353,6 +419,9 @@ class Daemon:
         self._session = session
         self._awaiting_reply_since = None
         try:
+            # Owed tool results before any audio: the server may close a socket
+            # that streams mic audio while a call is open (PROTOCOL.md).
+            await self._deliver_results()
             await self._replay_turn()
             reader = asyncio.create_task(self._read(session), name="reader")
             watcher = asyncio.create_task(self._watch(session), name="watch")
@@ -369,6 +438,17 @@ class Daemon:
         finally:
             self._session = None
             self._turn_started_in_session = False
+            if not self._talking and not self._turn_unacked and (
+                self._model_turn_open or self.state is State.THINKING
+            ):
+                # The server heard the turn, but its answer (or the rest of it)
+                # died with the socket and will not come on the next one: play
+                # out what arrived, then settle. An unheard turn is replayed instead.
+                self._flush_transcripts()
+                self._cancel_finish()
+                self._finish_task = asyncio.get_running_loop().create_task(
+                    self._finish_speaking(), name="finish-speaking"
+                )
             self._model_turn_open = False
             self._discard_model_audio = False
 
@@ -377,7 +457,19 @@ class Daemon:
         server never acknowledged before the drop."""
         if not (self._talking or self._turn_unacked):
             return
-        self._turn_sent = self._turn_total - len(self._turn_audio)
+        gone = self._turn_total - len(self._turn_audio)
+        if gone > self._turn_lost:
+            # Speech beyond link.offline_buffer_s: the oldest is gone for good.
+            # Counted and said, not silently taken for sent.
+            self.counters.chunks_dropped += gone - self._turn_lost
+            log.warning(
+                "%.1f s of this turn's speech did not fit link.offline_buffer_s; "
+                "the oldest is not replayed",
+                (gone - self._turn_lost) * self.cfg.audio.chunk_ms / 1000.0,
+                extra={"EDGE_EVENT": "speech_dropped"},
+            )
+            self._turn_lost = gone
+        self._turn_sent = gone
         if not self._talking:
             self._end_pending = True
             self._set_state(State.THINKING, "replaying the turn")
@@ -392,15 +484,28 @@ class Daemon:
     async def _watch(self, session: LiveSession) -> SessionEnd:
         """End the session for a goAway (between turns), a stop, or a stall."""
         timeout = self.cfg.link.response_timeout_s
+        tick = min(0.5, timeout / 10)  # a stall is seen within a tenth of the timeout
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._switch.wait(), 0.5)
+            changed = asyncio.ensure_future(self._state_changed.wait())
+            switch = asyncio.ensure_future(self._switch.wait())
+            try:
+                # A state change may be the end of the turn a goAway waits for.
+                await asyncio.wait({changed, switch}, timeout=tick, return_when="FIRST_COMPLETED")
+            finally:
+                changed.cancel()
+                switch.cancel()
             if self._switch.is_set():
                 if self._switch_reason is SessionEnd.STOP:
                     return SessionEnd.STOP
                 deadline = self._go_away_deadline
                 between_turns = not self._talking and self.state in (State.IDLE, State.ERROR)
-                if between_turns or (deadline is not None and time.monotonic() >= deadline):
+                # The handle must postdate the last turn, or the next connection
+                # resumes without it: updates come just after turnComplete.
+                res = self.link.resumption
+                fresh = res.handle is not None and res.seq > self._turn_end_seq
+                if (between_turns and fresh) or (
+                    deadline is not None and time.monotonic() >= deadline
+                ):
                     return SessionEnd.GO_AWAY
             since = self._awaiting_reply_since
             if since is not None and time.monotonic() - since > timeout:
@@ -416,6 +521,10 @@ class Daemon:
         async for event in session.events():
             self._awaiting_reply_since = None
             self._on_event(session, event)
+            if self._model_turn_open or self.state is State.THINKING:
+                # An answer is still owed (or its rest and a turnComplete):
+                # silence for response_timeout_s then means the server is hung.
+                self._awaiting_reply_since = time.monotonic()
 
     def _on_event(self, session: LiveSession, ev: m.ServerEvent) -> None:
         if isinstance(ev, m.AudioOut):
@@ -474,6 +583,7 @@ class Daemon:
     def _on_turn_complete(self) -> None:
         self._ack_turn()
         self._model_turn_open = False
+        self._turn_end_seq = self.link.resumption.seq
         self._flush_transcripts()
         if self._discard_model_audio:
             self._discard_model_audio = False
@@ -488,6 +598,7 @@ class Daemon:
     async def _finish_speaking(self) -> None:
         await self.speaker.wait_idle()
         if not self._talking and self.state in (State.SPEAKING, State.THINKING):
+            self._awaiting_reply_since = None  # the turn is over: nothing more is owed
             self._settle()
 
     def _cancel_finish(self) -> None:
@@ -522,11 +633,11 @@ class Daemon:
     def _on_tool_call(self, session: LiveSession, ev: m.ToolCall) -> None:
         for call in ev.calls:
             self.counters.tool_calls += 1
-            if call.id in self._tool_calls_pending:
+            if call.id in self._tool_calls_pending or call.id in self._outbox:
                 log.warning("duplicate tool call id %s ignored", call.id)
                 continue
             task = asyncio.get_running_loop().create_task(
-                self._run_tool(session, call), name=f"tool-{call.name}"
+                self._run_tool(session, call, self.link.resumption.seq), name=f"tool-{call.name}"
             )
             if self.tools.is_blocking(call.name):
                 self._tool_calls_pending[call.id] = task
@@ -534,7 +645,7 @@ class Daemon:
                 _background.add(task)
                 task.add_done_callback(_background.discard)
 
-    async def _run_tool(self, session: LiveSession, call: m.FunctionCall) -> None:
+    async def _run_tool(self, session: LiveSession, call: m.FunctionCall, seq: int) -> None:
         try:
             outcome = await self.tools.call(call.name, call.args)
             if not outcome.ok:
@@ -552,16 +663,67 @@ class Daemon:
                 },
             )
             result = m.FunctionResult(call.id, call.name, outcome.output, outcome.error)
-            self._awaiting_reply_since = time.monotonic()
-            async with self._send_lock:
-                await self._send(session.send_tool_response([result]))
+            # Owed until it is out: if the socket dropped while the tool ran,
+            # the next connection delivers it (once), see ToolOutbox.
+            self._outbox.add(result, session.id, seq)
+            await self._deliver_results()
         finally:
             self._tool_calls_pending.pop(call.id, None)
         if not self._tool_calls_pending:
             await self._pump()  # the mic audio held back during the call
 
+    async def _deliver_results(self) -> None:
+        """Send the tool results owed to the server, each once, in the form the
+        current connection can take: a toolResponse where the server still
+        knows the call, a text note where it forgot it, nothing for a new
+        session (see ToolOutbox)."""
+        session = self._session
+        if session is None or not self._outbox:
+            return
+        async with self._send_lock:
+            if session is not self._session:
+                return
+            plan = self._outbox.take(session.id, session.resumed_seq)
+            for owed in plan.dropped:
+                log.warning(
+                    "tool result for %s dropped: the new session never saw the call",
+                    owed.result.name,
+                    extra={
+                        "EDGE_EVENT": "tool_result_dropped",
+                        "EDGE_TOOL": owed.result.name,
+                        "EDGE_CALL_ID": owed.result.id,
+                    },
+                )
+            unsent = [*plan.responses, *plan.notes]
+            try:
+                if plan.responses:
+                    self._awaiting_reply_since = time.monotonic()
+                    await session.send_tool_response([o.result for o in plan.responses])
+                    unsent = list(plan.notes)
+                if plan.notes:
+                    self._awaiting_reply_since = time.monotonic()
+                    await session.send_text(ToolOutbox.note_text(plan.notes))
+                    unsent = []
+            except SessionClosed as exc:
+                # The frame never left: the next connection owes it instead.
+                self._outbox.put_back(unsent)
+                log.debug("tool results kept for the next connection: %s", exc)
+            for owed in plan.responses + plan.notes:
+                if owed.session_id != session.id and owed not in unsent:
+                    log.info(
+                        "tool result for %s delivered after a reconnect (%s)",
+                        owed.result.name,
+                        "as a response" if owed in plan.responses else "as a note",
+                        extra={
+                            "EDGE_EVENT": "tool_result_late",
+                            "EDGE_TOOL": owed.result.name,
+                            "EDGE_CALL_ID": owed.result.id,
+                        },
+                    )
+
     def _on_tool_cancel(self, ev: m.ToolCallCancellation) -> None:
         for call_id in ev.ids:
+            self._outbox.cancel(call_id)
             task = self._tool_calls_pending.pop(call_id, None)
             if task is not None:
                 task.cancel()
@@ -571,12 +733,23 @@ class Daemon:
                     call_id,
                     extra={"EDGE_EVENT": "tool_cancelled", "EDGE_CALL_ID": call_id},
                 )
+        if ev.ids and not self._tool_calls_pending:
+            # A cancelled _run_tool never reaches its own _pump(): without this,
+            # audio and an activityEnd held back during the call (a tap shorter
+            # than the cancellation's round trip) would never go out.
+            self._spawn(self._pump(), "pump-after-cancel")
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         link = self.link
         session = link.session
+        extras: dict[str, Any] = {}
+        for name, provider in self.status_providers.items():
+            try:
+                extras[name] = provider()
+            except Exception as exc:  # status must answer even if a device misbehaves
+                extras[name] = {"error": f"{type(exc).__name__}: {exc}"}
         return {
             "state": self.state.value,
             "talking": self._talking,
@@ -599,20 +772,21 @@ class Daemon:
             },
             "history": [{"t": t, "state": s} for t, s in self.history],
             "uptime_s": _round(time.monotonic() - self._started_at),
+            **extras,
         }
 
     async def control(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
         """Commands from the control socket."""
         cmd = request.get("cmd")
         if cmd == "press":
-            self.press("ctl")
+            self._ctl_press()
         elif cmd == "release":
-            self.release("ctl")
+            self._ctl_release()
         elif cmd == "tap":
             seconds = request.get("seconds", 1.0)
             if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
                 return {"ok": False, "error": "seconds must be a number in (0, 60]"}
-            self.press("ctl")
+            self._ctl_press()
             self._spawn(self._release_after(float(seconds)), "tap")
         elif cmd == "say":
             text = request.get("text")
@@ -647,9 +821,21 @@ class Daemon:
             return False
         return True
 
+    def _ctl_press(self) -> None:
+        if self.virtual_button is not None:
+            self.virtual_button.sim_press()
+        else:
+            self.press("ctl")
+
+    def _ctl_release(self) -> None:
+        if self.virtual_button is not None:
+            self.virtual_button.sim_release()
+        else:
+            self.release("ctl")
+
     async def _release_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        self.release("ctl")
+        self._ctl_release()
 
 
 def _round(value: float | None) -> float | None:

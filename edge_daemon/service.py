@@ -14,6 +14,7 @@ from .audio import open_audio
 from .config import Config, ConfigError, Secret, default_endpoint, resolve_secret, with_overrides
 from .control import ControlServer, default_user_socket
 from .daemon import Daemon, State
+from .hardware_setup import attach_hardware
 from .keyboard import keyboard_toggle
 from .live.reconnect import LinkSettings
 from .live.session import Credentials
@@ -76,6 +77,8 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
             )
             return EXIT_CONFIG
     if secret is not None:
+        # Nothing logs the key; this scrubs it should anything ever try.
+        systemd.redact(secret.reveal())
         log.info("API key from %s", secret.source, extra={"EDGE_EVENT": "key_source"})
 
     mic, speaker = open_audio(
@@ -83,6 +86,9 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         input_wav=cfg.audio.input_wav,
         output_wav=cfg.audio.output_wav,
         chunk_ms=cfg.audio.chunk_ms,
+        input_device=cfg.audio.input_device,
+        output_device=cfg.audio.output_device,
+        volume=cfg.audio.volume,
     )
     daemon = Daemon(cfg, mic=mic, speaker=speaker, link_settings=link_settings(cfg, url, secret))
 
@@ -90,7 +96,9 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
 
     def on_state(_old: State, new: State) -> None:
         nonlocal ready
-        systemd.notify(f"STATUS={new.value}")
+        # In `systemctl status`: the state, and for an error what to fix.
+        detail = f": {daemon.link.last_error}" if new is State.ERROR else ""
+        systemd.notify(f"STATUS={new.value}{detail}")
         # Ready once a session is set up, or once it is clear the daemon will
         # keep trying on its own (so `systemctl start` does not hang offline).
         if not ready and new is not State.STARTING:
@@ -110,6 +118,7 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown, sig.name)
 
+    attach_hardware(daemon, cfg, simulate=simulate)
     control = ControlServer(cfg.control.socket, daemon.control)
     watchdog: asyncio.Task[None] | None = None
     try:

@@ -8,11 +8,15 @@ no-op, no journal means stderr.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
+
+from .live.session import current_session_id
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ _STD_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
 # --------------------------------------------------------------------------- sd_notify
 
 
-def notify(state: str, env: dict[str, str] | None = None) -> bool:
+def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     """Send one sd_notify datagram. False when not under a notify-aware manager.
 
     Written against the protocol (one datagram to $NOTIFY_SOCKET) rather than
@@ -48,10 +52,10 @@ def notify(state: str, env: dict[str, str] | None = None) -> bool:
     return True
 
 
-def watchdog_interval_s(env: dict[str, str] | None = None) -> float | None:
+def watchdog_interval_s(env: Mapping[str, str] | None = None) -> float | None:
     """Half of $WATCHDOG_USEC, as systemd recommends; None if no watchdog is set
     or it is meant for another process ($WATCHDOG_PID)."""
-    env = env if env is not None else dict(os.environ)
+    env = env if env is not None else os.environ
     usec = env.get("WATCHDOG_USEC")
     pid = env.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
@@ -73,6 +77,90 @@ async def watchdog_loop(interval_s: float) -> None:
 
 # --------------------------------------------------------------------------- logging
 
+REDACTED = "[redacted]"
+# Values no record may carry (the API key). Nothing is meant to log them; this
+# is the net under that promise, for a library or a future change that slips.
+_secrets: set[str] = set()
+
+
+def redact(secret: str) -> None:
+    """Scrub ``secret`` from every record that passes the handlers set up here.
+
+    Values shorter than 8 characters are ignored: scrubbing them would mangle
+    ordinary words, and no real key is that short.
+    """
+    if len(secret) >= 8:
+        _secrets.add(secret)
+
+
+def field_text(value: Any) -> str | None:
+    """A structured field as journald should get it: text, or None to omit it.
+
+    JournalHandler sends str(value), so an enum would arrive as its repr, True
+    as "True" and None as "None"; an empty field only clutters
+    `journalctl -o verbose`.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+class RecordFields(logging.Filter):
+    """Makes every record journal-ready, on whatever handler it is attached to:
+
+    - EDGE_SESSION from the connection the logging task serves, where the
+      call did not name one;
+    - every EDGE_* value as text (empty ones removed);
+    - registered secrets scrubbed from the message, its arguments, the
+      traceback and the fields, since JournalHandler forwards all of them
+      (CODE_ARGS, EXCEPTION_INFO, EXCEPTION_TEXT, every record attribute).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = vars(record)
+        if "EDGE_SESSION" not in fields:
+            session = current_session_id.get()
+            if session:
+                fields["EDGE_SESSION"] = session
+        for key in [k for k in fields if k.startswith("EDGE_")]:
+            text = field_text(fields[key])
+            if text is None:
+                del fields[key]
+            else:
+                fields[key] = text
+        if _secrets:
+            _scrub(record)
+        return True
+
+
+def _scrub(record: logging.LogRecord) -> None:
+    def clean(text: str) -> str:
+        for secret in _secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it; still scrub the parts
+        message = f"{record.msg} {record.args!r}"
+    if clean(message) != message or clean(repr(record.args)) != repr(record.args):
+        record.msg, record.args = clean(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text and clean(record.exc_text) != record.exc_text:
+        # The exception object itself would go out as EXCEPTION_INFO: only
+        # the scrubbed text is kept.
+        record.exc_text, record.exc_info = clean(record.exc_text), None
+    if record.stack_info:
+        record.stack_info = clean(record.stack_info)
+    for key, value in vars(record).items():
+        if key.startswith("EDGE_") and isinstance(value, str):
+            setattr(record, key, clean(value))
+
 
 class FieldsFormatter(logging.Formatter):
     """stderr lines that still carry the structured fields: `msg  EDGE_X=y`."""
@@ -91,14 +179,26 @@ def _journal_handler() -> logging.Handler | None:
     return JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
 
 
-def use_journal(target: str, env: dict[str, str] | None = None) -> bool:
-    env = env if env is not None else dict(os.environ)
+def stderr_is_journal(env: Mapping[str, str] | None = None, fd: int = 2) -> bool:
+    """True if ``fd`` is the journal stream systemd connected: $JOURNAL_STREAM
+    names its device and inode. The variable alone is not enough: it is
+    inherited, e.g. by shells in a terminal started from a systemd user unit,
+    whose stderr is a tty."""
+    value = (env if env is not None else os.environ).get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(part) for part in value.split(":"))
+        st = os.fstat(fd)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def use_journal(target: str, env: Mapping[str, str] | None = None, fd: int = 2) -> bool:
     if target == "journal":
         return True
     if target == "stderr":
         return False
-    # "auto": systemd sets JOURNAL_STREAM when stderr is connected to journald.
-    return bool(env.get("JOURNAL_STREAM"))
+    return stderr_is_journal(env, fd)  # "auto"
 
 
 def configure_logging(level: str = "info", target: str = "auto") -> str:
@@ -122,6 +222,7 @@ def configure_logging(level: str = "info", target: str = "auto") -> str:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(RecordFields())
     root.addHandler(handler)
     # Library chatter (frames, pings) never above debug, and never the
     # handshake headers, which carry the API key.

@@ -24,6 +24,8 @@ from edge_daemon.config import (
     Config,
     ConfigError,
     GeminiConfig,
+    LedToolConfig,
+    RelayToolConfig,
     Secret,
     default_endpoint,
     load_config,
@@ -82,7 +84,8 @@ def test_example_file_shows_every_key_commented_out(tmp_path: Path) -> None:
     # as shipped it sets nothing (so --simulate may still fill the gaps).
     assert load_config(EXAMPLE, env={}).explicit == frozenset()
     text = EXAMPLE.read_text()
-    uncommented = re.sub(r"(?m)^#([a-z_]+ = )", r"\1", text)
+    # Keys, and the [[tools.led]]-style headers of the example devices.
+    uncommented = re.sub(r"(?m)^#([a-z_]+ = |\[\[[a-z_.]+\]\]$)", r"\1", text)
     cfg = load_config(write(tmp_path, uncommented), env={})
     every = {
         f"{section.name}.{key.name}"
@@ -91,7 +94,15 @@ def test_example_file_shows_every_key_commented_out(tmp_path: Path) -> None:
         for key in dataclasses.fields(section.default_factory)  # type: ignore[arg-type]
     }
     assert cfg.explicit == every
-    assert cfg == Config(source=cfg.source)
+    # The scalar keys show their defaults; the device examples are examples,
+    # one of each kind, each showing every key an entry takes.
+    assert cfg.tools.led and cfg.tools.relay
+    no_devices = dataclasses.replace(cfg.tools, led=(), relay=())
+    assert dataclasses.replace(cfg, tools=no_devices) == Config(source=cfg.source)
+    raw = tomllib.loads(uncommented)["tools"]
+    for kind, entry_cls in (("led", LedToolConfig), ("relay", RelayToolConfig)):
+        for entry in raw[kind]:
+            assert set(entry) == {f.name for f in dataclasses.fields(entry_cls)}, kind
 
 
 def test_env_var_names_the_file(tmp_path: Path) -> None:
@@ -362,6 +373,217 @@ def test_error_keeps_no_value() -> None:
     with pytest.raises(ConfigError) as info:
         with_overrides(Config(), {"audio.chunk_ms": "abc"})
     assert "abc" not in vars(info.value).values()
+
+
+# ---------------------------------------------------------------- devices: status LED and tools
+
+LAMP = '[[tools.led]]\nname = "lamp"\npin = 17\n'
+PUMP = '[[tools.relay]]\nname = "pump"\npin = 27\n'
+
+
+def test_tool_entries_load(tmp_path: Path) -> None:
+    text = (
+        '[[tools.led]]\nname = "lamp"\npin = 17\npwm = true\ndescription = "desk lamp"\n'
+        '[[tools.led]]\nname = "Led_2"\npin = 22\n'
+        '[[tools.relay]]\nname = "pump"\npin = 27\nactive_high = false\nmax_on_seconds = 30\n'
+        '[status_led]\nkind = "rgb"\nrgb_pins = [5, 6, 13]\n'
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.tools.led == (
+        LedToolConfig(name="lamp", pin=17, pwm=True, description="desk lamp"),
+        LedToolConfig(name="Led_2", pin=22),
+    )
+    assert cfg.tools.relay == (
+        RelayToolConfig(name="pump", pin=27, active_high=False, max_on_seconds=30.0),
+    )
+    assert cfg.status_led.rgb_pins == (5, 6, 13)
+    assert {"tools.led", "tools.relay", "status_led.kind"} <= cfg.explicit
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[[tools.led]]\nname = "lamp"\n', "tools.led[0].pin"),
+        ("[[tools.led]]\npin = 17\n", "tools.led[0].name"),
+        (LAMP + "[[tools.led]]\npin = 22\n", "tools.led[1].name"),
+        ("[[tools.relay]]\n", "tools.relay[0].name"),
+    ],
+)
+def test_missing_required_key_names_its_path(tmp_path: Path, text: str, key: str) -> None:
+    err = load_error(tmp_path, text)
+    assert err.key == key
+    assert str(err) == f"{tmp_path / 'config.toml'}: {key}: missing"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "1lamp", "desk lamp", "lamp-1", "lämp", "a" * 65, "get_device_states", "take_photo"],
+)
+def test_bad_tool_name(tmp_path: Path, name: str) -> None:
+    err = load_error(tmp_path, f"[[tools.relay]]\nname = {json.dumps(name)}\npin = 27\n")
+    assert err.key == "tools.relay[0].name"
+    assert "function name" in err.expected
+    assert "get_device_states" in err.expected  # says which names are taken
+
+
+@pytest.mark.parametrize("name", ["_", "a" * 64, "Kitchen_Light_2", "_x9"])
+def test_good_tool_name(tmp_path: Path, name: str) -> None:
+    cfg = load_config(write(tmp_path, f'[[tools.led]]\nname = "{name}"\npin = 17\n'), env={})
+    assert cfg.tools.led[0].name == name
+
+
+def test_tool_names_are_unique_across_kinds(tmp_path: Path) -> None:
+    err = load_error(tmp_path, LAMP + '[[tools.relay]]\nname = "lamp"\npin = 27\n')
+    assert err.key == "tools.relay[0].name"
+    assert "'lamp' is already the name of tools.led[0]" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "owner"),
+    [
+        ('[[tools.led]]\nname = "lamp"\npin = 23\n', "tools.led[0].pin", "button.pin"),
+        (LAMP + '[[tools.relay]]\nname = "pump"\npin = 17\n', "tools.relay[0].pin", "tools.led[0]"),
+        ('[status_led]\nkind = "led"\npin = 17\n' + LAMP, "tools.led[0].pin", "status_led.pin"),
+        ('[status_led]\nkind = "pwm"\npin = 23\n', "status_led.pin", "button.pin"),
+        (
+            '[status_led]\nkind = "rgb"\nrgb_pins = [5, 6, 5]\n',
+            "status_led.rgb_pins[2]",
+            "status_led.rgb_pins[0]",
+        ),
+        (
+            '[status_led]\nkind = "rgb"\nrgb_pins = [5, 6, 27]\n' + PUMP,
+            "tools.relay[0].pin",
+            "status_led.rgb_pins[2]",
+        ),
+        ("[button]\npin = 27\n" + PUMP, "tools.relay[0].pin", "button.pin"),
+    ],
+)
+def test_a_pin_is_used_once(tmp_path: Path, text: str, key: str, owner: str) -> None:
+    err = load_error(tmp_path, text)
+    assert err.key == key
+    assert f"is already used by {owner}" in str(err)
+
+
+def test_unused_status_led_pins_do_not_collide(tmp_path: Path) -> None:
+    # kind = "none" drives no pin; kind = "rgb" drives rgb_pins, not pin.
+    text = "[status_led]\npin = 17\nrgb_pins = [27]\n" + LAMP + PUMP
+    assert load_config(write(tmp_path, text), env={}).status_led.kind == "none"
+    text = '[status_led]\nkind = "rgb"\npin = 17\nrgb_pins = [5, 6, 13]\n' + LAMP
+    assert load_config(write(tmp_path, text), env={}).status_led.pin == 17
+
+
+@pytest.mark.parametrize("pins", ["[]", "[5, 6]", "[5, 6, 13, 19]"])
+def test_rgb_needs_three_pins(tmp_path: Path, pins: str) -> None:
+    err = load_error(tmp_path, f'[status_led]\nkind = "rgb"\nrgb_pins = {pins}\n')
+    assert err.key == "status_led.rgb_pins"
+    assert "exactly three pins" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("[tools]\nled = [1]\n", "tools.led[0]", "a table"),
+        ("[tools]\nled = 1\n", "tools.led", "an array"),
+        (LAMP + 'colour = "red"\n', "tools.led[0].colour", "unknown key"),
+        ('[[tools.led]]\nname = "lamp"\npin = 28\n', "tools.led[0].pin", "from 0 to 27"),
+        ('[[tools.led]]\nname = "lamp"\npin = true\n', "tools.led[0].pin", "an integer"),
+        (PUMP + "max_on_seconds = 0\n", "tools.relay[0].max_on_seconds", "from 0 to 86400"),
+        (PUMP + "min_switch_interval_s = -1\n", "tools.relay[0].min_switch_interval_s", "0 to"),
+        ("[status_led]\nrgb_pins = [5, 28, 6]\n", "status_led.rgb_pins[1]", "from 0 to 27"),
+    ],
+)
+def test_bad_tool_entries(tmp_path: Path, text: str, key: str, words: str) -> None:
+    err = load_error(tmp_path, text)
+    assert err.key == key
+    assert words in str(err)
+
+
+def test_render_round_trips_devices(tmp_path: Path) -> None:
+    text = (
+        "[tools]\ntimeout_s = 3.0\n"
+        '[[tools.led]]\nname = "lamp"\npin = 17\npwm = true\ndescription = "a \\"lamp\\""\n'
+        '[[tools.led]]\nname = "led2"\npin = 22\n'
+        '[[tools.relay]]\nname = "pump"\npin = 27\nactive_high = false\n'
+        '[status_led]\nkind = "rgb"\nrgb_pins = [5, 6, 13]\n'
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    rendered = render_effective(cfg, None)
+    assert "[[tools.led]]" in rendered and "[[tools.relay]]" in rendered
+    again = load_config(write(tmp_path, rendered, "again.toml"), env={})
+    assert dataclasses.replace(again, source="") == dataclasses.replace(cfg, source="")
+    assert again.tools.led[0].description == 'a "lamp"'
+
+
+def test_with_overrides_keeps_and_checks_devices() -> None:
+    cfg = with_overrides(Config(), {"tools.led": [{"name": "lamp", "pin": 17}]})
+    assert cfg.tools.led == (LedToolConfig(name="lamp", pin=17),)
+    cfg = with_overrides(cfg, {"audio.backend": "wav"})
+    assert cfg.tools.led == (LedToolConfig(name="lamp", pin=17),)
+    with pytest.raises(ConfigError) as info:
+        with_overrides(cfg, {"button.pin": 17})
+    assert info.value.key == "tools.led[0].pin"
+
+
+def test_readme_wiring_example_loads(tmp_path: Path) -> None:
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    wiring = readme[readme.index("## Wiring") :]
+    block = re.search(r"```toml\n(.*?)```", wiring, re.S)
+    assert block, "the wiring section has a TOML example"
+    cfg = load_config(write(tmp_path, block[1]), env={})
+    assert [led.name for led in cfg.tools.led] == ["desk_lamp"]
+    assert cfg.tools.relay[0].active_high is False
+    assert cfg.status_led.pin == 25 and cfg.button.pin == 23
+
+
+_entry_values = st.one_of(
+    st.integers(min_value=-1, max_value=30),
+    st.sampled_from(["lamp", "pump", "get_device_states", "1x", "", "a_b"]),
+    st.booleans(),
+    st.floats(min_value=-1, max_value=1e5),
+)
+_led_entry = st.dictionaries(
+    st.sampled_from(["name", "pin", "description", "pwm", "active_high", "colour"]),
+    _entry_values,
+    max_size=5,
+)
+_relay_entry = st.dictionaries(
+    st.sampled_from(["name", "pin", "active_high", "max_on_seconds", "min_switch_interval_s", "x"]),
+    _entry_values,
+    max_size=5,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    leds=st.lists(_led_entry, max_size=3),
+    relays=st.lists(_relay_entry, max_size=3),
+    button_pin=st.integers(min_value=0, max_value=27),
+)
+def test_any_device_entries_load_or_name_the_key(
+    tmp_path_factory: pytest.TempPathFactory,
+    leds: list[dict[str, object]],
+    relays: list[dict[str, object]],
+    button_pin: int,
+) -> None:
+    lines = [f"[button]\npin = {button_pin}"]
+    for kind, entries in (("led", leds), ("relay", relays)):
+        for entry in entries:
+            lines.append(f"[[tools.{kind}]]")
+            lines += [f"{k} = {emit(v)}" for k, v in entry.items()]
+    path = tmp_path_factory.mktemp("devices") / "c.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        cfg = load_config(path, env={})
+    except ConfigError as e:
+        assert e.key and e.key.startswith(("tools.led[", "tools.relay[")), str(e)
+        return
+    used = [cfg.button.pin] + [d.pin for d in (*cfg.tools.led, *cfg.tools.relay)]
+    assert len(set(used)) == len(used)
+    names = [d.name for d in (*cfg.tools.led, *cfg.tools.relay)]
+    assert len(set(names)) == len(names)
+    again = path.with_name("again.toml")
+    again.write_text(render_effective(cfg, None), encoding="utf-8")
+    assert load_config(again, env={}) == dataclasses.replace(cfg, source=str(again))
 
 
 # ---------------------------------------------------------------- with_overrides

@@ -92,3 +92,62 @@ async def test_run_simulate_needs_no_key_and_no_hardware(
     assert status["counters"]["speaker"]["bytes_played"] > 0
     assert daemon.stop() == 0
     assert "simulating: built-in fake Gemini" in daemon.log()
+
+
+async def test_tool_calls_drive_mock_pins_end_to_end(
+    fake: FakeGemini, tmp_path: Path, daemon_env: dict[str, str]
+) -> None:
+    from conftest import DaemonProcess
+
+    sock = tmp_path / "ctl.sock"
+    cfg = tmp_path / "tools.toml"
+    cfg.write_text(
+        f'[gemini]\nendpoint = "{fake.url}"\n'
+        f'[control]\nsocket = "{sock}"\nkeyboard = false\n'
+        '[status_led]\nkind = "pwm"\npin = 25\n'
+        "[[tools.led]]\n"
+        'name = "kitchen_light"\npin = 17\npwm = true\ndescription = "Ceiling light"\n'
+        "[[tools.relay]]\n"
+        'name = "garden_pump"\npin = 27\nactive_high = false\nmax_on_seconds = 600\n'
+    )
+    daemon = DaemonProcess(cfg, sock, tmp_path / "d.log", daemon_env, ("--simulate",))
+    try:
+        await daemon.ready()
+        conn = await fake.wait_for(
+            lambda f: f.active if f.active and f.active.setup_complete_sent else None, 20
+        )
+        declared = {
+            d["name"]: d
+            for t in conn.setup.get("tools", [])
+            for d in t.get("functionDeclarations", [])
+        }
+        assert {"kitchen_light", "garden_pump", "get_device_states"} <= set(declared)
+        before = await daemon.ctl("status")
+        # Relays start safe: active-low, so "off" is a high pin.
+        assert before["pins"]["27"]["state"] == 1
+        ids = await fake.tool_call(
+            [
+                ("kitchen_light", {"action": "on", "brightness": 40}),
+                ("garden_pump", {"on": True}),
+                ("kitchen_light", {"action": "on", "brightness": 400}),
+            ]
+        )
+        await fake.wait_for(lambda f: len(f.tool_responses) == 3, 15)
+        by_id = {r["id"]: r for r in fake.tool_responses}
+        assert set(by_id) == set(ids)
+        assert "output" in by_id[ids[0]]["response"]
+        assert "output" in by_id[ids[1]]["response"]
+        assert "brightness" in by_id[ids[2]]["response"]["error"]
+        status = await daemon.ctl("status")
+        assert status["pins"]["17"]["state"] == 0.4
+        assert status["pins"]["27"]["state"] == 0  # on = low for an active-low relay
+        assert status["devices"]["garden_pump"]["on"] is True
+        # ctl press drives the mock button pin: the real Button code path.
+        assert (await daemon.ctl("press"))["ok"]
+        await daemon.wait_state("listening")
+        assert status["status_led"]["pattern"]
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    # Shutdown put the relay back in its safe state, and said so.
+    assert "EDGE_EVENT=relay_off EDGE_TOOL=garden_pump EDGE_PIN=27 EDGE_CAUSE=shutdown" in log

@@ -47,12 +47,18 @@ def open_audio(
     output_wav: str = "",
     chunk_ms: int = 40,
     speed: float = 1.0,
+    input_device: str = "",
+    output_device: str = "",
+    volume: float = 1.0,
 ) -> tuple[Microphone, Speaker]:
     """A (microphone, speaker) pair for ``backend``; AudioConfigError if it cannot be used.
 
     ``wav`` replays ``input_wav`` (silence if empty) and records to ``output_wav``
     (discarded, but still paced, if empty). ``speed`` paces simulated backends
-    faster than real time (0 = unpaced); real devices ignore it.
+    faster than real time (0 = unpaced); real devices ignore it. ``pyaudio``
+    opens ``input_device``/``output_device`` (an index, part of a name, or an
+    ALSA ``plughw:`` name; "" for the default) and plays at ``volume`` (0..2);
+    the simulated backends ignore those.
     """
     if backend == "null":
         return NullMicrophone(chunk_ms, speed), NullSpeaker(speed=speed)
@@ -61,19 +67,28 @@ def open_audio(
         speaker: Speaker = WavSpeaker(output_wav, speed) if output_wav else NullSpeaker(speed=speed)
         return mic, speaker
     if backend == "pyaudio":
-        return _open_pyaudio(chunk_ms=chunk_ms)
+        return _open_pyaudio(
+            chunk_ms=chunk_ms, input_device=input_device, output_device=output_device, volume=volume
+        )
     raise AudioConfigError(
         f"unknown audio backend {backend!r}; expected one of {', '.join(BACKENDS)}"
     )
 
 
-def _open_pyaudio(*, chunk_ms: int) -> tuple[Microphone, Speaker]:
+def _open_pyaudio(
+    *, chunk_ms: int, input_device: str, output_device: str, volume: float
+) -> tuple[Microphone, Speaker]:
     # Lazy: PyAudio is an optional extra, and loading PortAudio probes every ALSA
     # device (slow and noisy) even on runs that never use it.
     try:
-        from .pyaudio_backend import open_pyaudio  # type: ignore[import-not-found]
+        from .pyaudio_backend import open_pyaudio
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.pyaudio_backend":
-            raise  # the backend exists but something it needs does not: say so
-        raise AudioConfigError("pyaudio backend not available yet") from None
-    return open_pyaudio(chunk_ms=chunk_ms)
+        if exc.name != "pyaudio":
+            raise  # something else is missing: let it say what
+        raise AudioConfigError(
+            "the pyaudio audio backend needs PyAudio: pip install 'edge-daemon[audio]' "
+            "(apt-get install portaudio19-dev first, to build it)"
+        ) from None
+    return open_pyaudio(
+        chunk_ms=chunk_ms, input_device=input_device, output_device=output_device, volume=volume
+    )

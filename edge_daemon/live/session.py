@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidURI,
+    WebSocketException,
+)
 
 from . import messages as m
 
@@ -31,6 +38,19 @@ _ws_log.setLevel(logging.INFO)
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A server that streams garbage must not flood the journal: this many malformed
+# frames per connection are warnings, the rest debug (all are counted).
+MALFORMED_WARNINGS = 5
+
+# The short id of the connection the current task serves. Set by the link for
+# each connection attempt; the logging setup adds it to records as EDGE_SESSION,
+# so every record about one connection can be picked out of the journal.
+current_session_id: ContextVar[str] = ContextVar("edge_session_id", default="")
+
+
+def new_session_id() -> str:
+    """Six hex digits: enough to tell a day's connections apart, short to read."""
+    return secrets.token_hex(3)
 
 
 class SessionError(Exception):
@@ -84,13 +104,27 @@ def _closed_error(exc: ConnectionClosed, what: str) -> SessionClosed:
 class LiveSession:
     """A set-up session. Use ``LiveSession.open`` to get one."""
 
-    def __init__(self, ws: ClientConnection, url: str) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        url: str,
+        session_id: str = "",
+        send_timeout_s: float | None = None,
+    ) -> None:
         self._ws = ws
         self.url = url
+        self.id = session_id or new_session_id()
         self.counters = SessionCounters()
         self.opened_at = time.monotonic()
         self.close_code: int | None = None
         self.close_reason = ""
+        # Set by the link: the sequence number of the resumption handle this
+        # connection resumed from (see Resumption.seq), None for a new session.
+        # Tells the daemon what the server still remembers.
+        self.resumed_seq: int | None = None
+        self._send_timeout_s = send_timeout_s
+        # Events that shared a frame with setupComplete: handed out first by events().
+        self._early: list[m.ServerEvent] = []
 
     @classmethod
     async def open(
@@ -101,7 +135,9 @@ class LiveSession:
         *,
         connect_timeout_s: float = 10.0,
         setup_timeout_s: float = 10.0,
+        send_timeout_s: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        session_id: str = "",
     ) -> LiveSession:
         headers = dict(extra_headers or {})
         if credentials is not None:
@@ -133,7 +169,10 @@ class LiveSession:
             raise SessionError(f"WebSocket handshake with {url} failed: {exc}") from None
         except OSError as exc:
             raise SessionError(f"cannot reach {url}: {exc.strerror or exc}") from None
-        session = cls(ws, url)
+        except WebSocketException as exc:
+            # E.g. the server hung up mid-handshake: as transient as a refused connect.
+            raise SessionError(f"WebSocket handshake with {url} failed: {exc!r}") from None
+        session = cls(ws, url, session_id, send_timeout_s)
         try:
             await session._setup(setup_json, setup_timeout_s)
         except BaseException:
@@ -158,12 +197,33 @@ class LiveSession:
             try:
                 events = m.parse_server_message(frame)
             except m.MalformedMessage as exc:
-                self.counters.malformed += 1
-                log.warning("skipping malformed frame during setup: %s", exc)
+                self._malformed(frame, exc, " during setup")
                 continue
-            if any(isinstance(e, m.SetupComplete) for e in events):
-                return
+            for i, event in enumerate(events):
+                if isinstance(event, m.SetupComplete):
+                    self._early = events[i + 1 :]
+                    return
             log.debug("frame before setupComplete ignored: %s", [type(e).__name__ for e in events])
+
+    def _malformed(self, frame: bytes | str, exc: Exception, where: str = "") -> None:
+        self.counters.malformed += 1
+        n = self.counters.malformed
+        level = logging.WARNING if n <= MALFORMED_WARNINGS else logging.DEBUG
+        log.log(
+            level,
+            "skipping malformed server frame (%d bytes)%s: %s",
+            len(frame),
+            where,
+            exc,
+            extra={"EDGE_EVENT": "malformed_frame"},
+        )
+        if n == MALFORMED_WARNINGS:
+            log.warning(
+                "%d malformed frames on this connection: further ones are logged at debug "
+                "level only (counted in the session counters)",
+                n,
+                extra={"EDGE_EVENT": "malformed_frame"},
+            )
 
     def _closed(self, exc: ConnectionClosed, what: str) -> SessionClosed:
         err = _closed_error(exc, what)
@@ -172,9 +232,18 @@ class LiveSession:
 
     async def _send(self, text: str) -> None:
         try:
-            await self._ws.send(text)
+            # A peer that stops reading fills the TCP buffers and would park
+            # this send (and the daemon's send lock) until keepalive gives up.
+            async with asyncio.timeout(self._send_timeout_s):
+                await self._ws.send(text)
         except ConnectionClosed as exc:
             raise self._closed(exc, "send failed") from None
+        except TimeoutError:
+            await self.abort()
+            self.close_reason = "send timed out"
+            raise SessionClosed(
+                f"send timed out after {self._send_timeout_s:g} s", 1006, "send timed out"
+            ) from None
         self.counters.frames_out += 1
         self.counters.bytes_out += len(text)
 
@@ -184,6 +253,9 @@ class LiveSession:
         A malformed frame is logged and skipped: one bad message must not end a
         conversation.
         """
+        early, self._early = self._early, []
+        for event in early:
+            yield event
         while True:
             try:
                 frame = await self._ws.recv()
@@ -194,13 +266,7 @@ class LiveSession:
             try:
                 events = m.parse_server_message(frame)
             except m.MalformedMessage as exc:
-                self.counters.malformed += 1
-                log.warning(
-                    "skipping malformed server frame (%d bytes): %s",
-                    len(frame),
-                    exc,
-                    extra={"EDGE_EVENT": "malformed_frame"},
-                )
+                self._malformed(frame, exc)
                 continue
             for event in events:
                 yield event

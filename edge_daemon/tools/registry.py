@@ -27,6 +27,26 @@ class ToolOutcome:
 
 ToolFunction = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
 
+# A declaration's "behavior" for a function the model need not wait for.
+NON_BLOCKING = "NON_BLOCKING"
+
+
+def function_declaration(
+    name: str,
+    description: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    blocking: bool = True,
+) -> dict[str, Any]:
+    """A Gemini function declaration. ``parameters`` None leaves the key out:
+    the API refuses an OBJECT schema with no properties."""
+    decl: dict[str, Any] = {"name": name, "description": description}
+    if parameters is not None:
+        decl["parameters"] = dict(parameters)
+    if not blocking:
+        decl["behavior"] = NON_BLOCKING
+    return decl
+
 
 @dataclass(frozen=True)
 class Tool:
@@ -44,6 +64,12 @@ class ToolRegistry:
     def add(self, tool: Tool) -> None:
         if tool.name in self.tools:
             raise ValueError(f"tool {tool.name!r} is declared twice")
+        # The model calls what the declaration says; dispatch goes by tool.name,
+        # and the daemon waits (or not) by tool.blocking: they must agree.
+        if tool.declaration.get("name") != tool.name:
+            raise ValueError(f"tool {tool.name!r} has a declaration named differently")
+        if (tool.declaration.get("behavior") == NON_BLOCKING) == tool.blocking:
+            raise ValueError(f"tool {tool.name!r}: blocking and its declared behavior disagree")
         self.tools[tool.name] = tool
 
     def declarations(self) -> list[Mapping[str, Any]]:

@@ -1,0 +1,1 @@
+"""Benchmarks: run as modules (``python -m bench.reconnect``); not part of the test suite."""

@@ -1,0 +1,592 @@
+"""Real audio through PortAudio (PyAudio), in callback mode.
+
+PortAudio calls our callbacks on its own real-time thread. They must never
+block and never raise (an exception there aborts the stream), so each one only
+moves bytes under a short lock or into a bounded deque and, at most once per
+wake-up, pokes the event loop with ``call_soon_threadsafe``. Everything that
+can be slow (logging, resampling, volume) happens on the event loop.
+
+Devices are clocked by their hardware: nothing here paces anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import pyaudio
+
+from .base import (
+    DEFAULT_SPEAKER_BUFFER_S,
+    MIC_RATE,
+    SAMPLE_WIDTH,
+    SPEAKER_BLOCK_MS,
+    SPEAKER_RATE,
+    UNDERRUN_GAP_S,
+    AudioConfigError,
+)
+from .devices import (
+    Device,
+    Direction,
+    alsa_cards,
+    choose_format,
+    list_devices,
+    new_pyaudio,
+    quiet_alsa,
+    resolve_device,
+    wants_plughw,
+)
+
+if TYPE_CHECKING:
+    from .convert import PcmConverter
+
+logger = logging.getLogger(__name__)
+
+# The mic deque holds this much audio while the event loop is busy elsewhere
+# (a TLS handshake, a slow log write); older audio is dropped after that.
+MIC_QUEUE_S = 2.0
+# No callback for this long while a stream should be running: the device is
+# gone (USB unplugged) or wedged. Logged and counted, never fatal.
+STALL_S = 2.0
+
+
+class _PortAudio:
+    """One PyAudio instance shared by the mic and the speaker; terminated after both close."""
+
+    def __init__(self, pa: Any) -> None:
+        self.pa = pa
+        self._users = 0
+        self._lock = threading.Lock()  # released from worker threads
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.pa.terminate()
+
+
+def _describe(device: Device, rate: int, channels: int, ours: int) -> str:
+    conv = f", converting from/to {ours} Hz mono" if (rate, channels) != (ours, 1) else ""
+    return f"{device['name']} (#{device['index']}) at {rate} Hz x{channels}{conv}"
+
+
+def _converter(
+    in_rate: int, out_rate: int, in_channels: int, out_channels: int
+) -> PcmConverter | None:
+    if in_rate == out_rate and in_channels == out_channels:
+        return None
+    from .convert import PcmConverter  # numpy + soxr: only when a device needs them
+
+    return PcmConverter(in_rate, out_rate, in_channels, out_channels)
+
+
+class _LogOnce:
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, key: str, level: int, msg: str, *args: object) -> None:
+        if key not in self._seen:
+            self._seen.add(key)
+            logger.log(level, msg, *args)
+
+
+# -- microphone -------------------------------------------------------------------
+
+
+class PyAudioMicrophone:
+    """16 kHz mono s16le in ``chunk_ms`` chunks from a PortAudio input device.
+
+    ``last_capture_time`` is the ``time.monotonic()`` at which the chunk last
+    returned by ``read`` was complete (when PortAudio handed it over): latency
+    benchmarks subtract it from the time the chunk left for the network.
+    """
+
+    rate = MIC_RATE
+    live = True  # it hears the room all the time: the audio before a press is real pre-roll
+
+    def __init__(
+        self,
+        portaudio: _PortAudio,
+        device: Device,
+        *,
+        device_rate: int,
+        device_channels: int,
+        chunk_ms: int = 40,
+        queue_s: float = MIC_QUEUE_S,
+    ) -> None:
+        if not 1 <= chunk_ms <= 1000:
+            raise AudioConfigError(f"audio chunk_ms must be 1..1000, got {chunk_ms!r}")
+        self.device = device
+        self.device_rate, self.device_channels = device_rate, device_channels
+        self.chunk_bytes = MIC_RATE * chunk_ms // 1000 * SAMPLE_WIDTH
+        self.counters: dict[str, int] = {
+            "chunks": 0,
+            "overflows": 0,  # chunks dropped (oldest first) because nobody read them in time
+            "device_overflows": 0,  # PortAudio/ALSA lost input before we saw it
+            "stalls": 0,
+        }
+        self.last_capture_time: float | None = None
+        self._conv = _converter(device_rate, MIC_RATE, device_channels, 1)
+        block_frames = device_rate * chunk_ms // 1000
+        # Filled by the PortAudio thread, emptied by read(): deque appends and
+        # pops are atomic, and maxlen drops the oldest block by itself.
+        backlog = max(2, math.ceil(queue_s * 1000 / chunk_ms))
+        self._raw: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=backlog)
+        self._dropped = 0  # written by the PortAudio thread only
+        # Chunks ready for read(), bounded alike: the backlog as a whole drops its oldest.
+        self._ready: collections.deque[tuple[bytes, float]] = collections.deque(maxlen=backlog)
+        self._dropped_ready = 0
+        self._pending = bytearray()  # converted audio short of a whole chunk
+        self._wake_pending = False
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._log = _LogOnce()
+        self._portaudio = portaudio
+        with quiet_alsa():
+            self._stream = portaudio.pa.open(
+                rate=device_rate,
+                channels=device_channels,
+                format=pyaudio.paInt16,
+                input=True,
+                input_device_index=device["index"],
+                frames_per_buffer=block_frames,
+                stream_callback=self._callback,
+                start=False,
+            )
+        portaudio.acquire()
+
+    # PortAudio thread ------------------------------------------------------------
+
+    def _callback(
+        self, in_data: bytes | None, frame_count: int, time_info: Any, status: int
+    ) -> tuple[None, int]:
+        try:
+            now = time.monotonic()
+            if status & pyaudio.paInputOverflow:
+                self.counters["device_overflows"] += 1
+            if in_data:
+                if len(self._raw) == self._raw.maxlen:
+                    self._dropped += 1
+                self._raw.append((in_data, now))
+                # One wake-up in flight at a time: a stalled loop cannot pile
+                # up handles, and the deque bounds the audio itself.
+                if not self._wake_pending and self._loop is not None:
+                    self._wake_pending = True
+                    self._loop.call_soon_threadsafe(self._wake)
+        except Exception:
+            pass  # the loop is closing; raising here would abort the stream
+        return None, pyaudio.paContinue
+
+    # event loop ----------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        self._event.set()
+
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("microphone is closed")
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._stream.start_stream)
+        logger.info(
+            "microphone: %s",
+            _describe(self.device, self.device_rate, self.device_channels, MIC_RATE),
+        )
+
+    async def read(self) -> bytes:
+        while True:
+            if self._closed:
+                raise RuntimeError("microphone is closed")
+            # New audio goes in first: it must push out the oldest, never queue behind it.
+            self._take_raw()
+            if self._ready:
+                break
+            if self._loop is None:
+                raise RuntimeError("microphone was never started")
+            self._event.clear()
+            try:
+                async with asyncio.timeout(STALL_S):
+                    await self._event.wait()
+            except TimeoutError:
+                self._stalled()
+        chunk, captured = self._ready.popleft()
+        self.last_capture_time = captured
+        self.counters["chunks"] += 1
+        return chunk
+
+    def _take_raw(self) -> None:
+        while self._raw:
+            data, captured = self._raw.popleft()
+            if self._conv is not None:
+                data = self._conv.process(data)
+            elif not self._pending and len(data) == self.chunk_bytes:
+                self._add_ready(data, captured)  # the common case: no copying
+                continue
+            self._pending += data
+            while len(self._pending) >= self.chunk_bytes:
+                self._add_ready(bytes(self._pending[: self.chunk_bytes]), captured)
+                del self._pending[: self.chunk_bytes]
+        dropped = self._dropped + self._dropped_ready
+        if dropped != self.counters["overflows"]:
+            self.counters["overflows"] = dropped
+            self._log(
+                "overflow",
+                logging.WARNING,
+                "microphone not read for over %.1f s: oldest audio dropped (counted in "
+                "overflows, logged once)",
+                MIC_QUEUE_S,
+            )
+
+    def _add_ready(self, chunk: bytes, captured: float) -> None:
+        if len(self._ready) == self._ready.maxlen:
+            self._dropped_ready += 1  # the deque drops the oldest itself
+        self._ready.append((chunk, captured))
+
+    def _stalled(self) -> None:
+        self.counters["stalls"] += 1
+        self._log(
+            "stall",
+            logging.ERROR,
+            "microphone %s delivered nothing for %.0f s: unplugged or wedged? (counted in "
+            "stalls, logged once)",
+            self.device["name"],
+            STALL_S,
+        )
+
+    def cue(self) -> None:
+        """A live mic has nothing to rewind."""
+        return
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._event.set()
+        await asyncio.to_thread(_close_stream, self._stream, self._portaudio)
+
+
+def _close_stream(stream: Any, portaudio: _PortAudio) -> None:
+    """Stop and close ``stream``, then let go of PortAudio (all blocking: run in a thread)."""
+    try:
+        if not stream.is_stopped():
+            stream.stop_stream()
+    finally:
+        try:
+            stream.close()
+        finally:
+            portaudio.release()
+
+
+# -- speaker ----------------------------------------------------------------------
+
+
+class PyAudioSpeaker:
+    """Plays 24 kHz mono s16le on a PortAudio output device from a bounded buffer.
+
+    ``play`` (event loop) appends to the buffer and the output callback
+    (PortAudio thread) takes from it, both under one lock held only for a
+    bytearray copy. When the buffer is empty the callback plays silence: the
+    stream runs for the life of the speaker, so a new reply starts without the
+    cost and the click of restarting a device.
+    """
+
+    rate = SPEAKER_RATE
+
+    def __init__(
+        self,
+        portaudio: _PortAudio,
+        device: Device,
+        *,
+        device_rate: int,
+        device_channels: int,
+        volume: float = 1.0,
+        max_buffer_s: float = DEFAULT_SPEAKER_BUFFER_S,
+    ) -> None:
+        if not 0 <= volume <= 2:  # also rejects NaN
+            raise AudioConfigError(f"audio.volume must be 0..2, got {volume!r}")
+        self.device = device
+        self.device_rate, self.device_channels = device_rate, device_channels
+        self.volume = float(volume)
+        self.counters: dict[str, int] = {
+            "chunks": 0,
+            "bytes_played": 0,
+            "flushes": 0,
+            "bytes_flushed": 0,
+            "underruns": 0,
+            "overflow_dropped": 0,
+            "device_underflows": 0,  # PortAudio/ALSA ran dry: our callback came too late
+            "stalls": 0,
+        }
+        self._conv = _converter(SPEAKER_RATE, device_rate, 1, device_channels)
+        self._frame = SAMPLE_WIDTH * device_channels
+        # Counters speak in the caller's bytes (24 kHz mono), whatever the device runs at.
+        self._in_bps = SPEAKER_RATE * SAMPLE_WIDTH
+        self._dev_bps = device_rate * self._frame
+        self._max_bytes = max(int(max_buffer_s * device_rate), 1) * self._frame
+        block_frames = device_rate * SPEAKER_BLOCK_MS // 1000
+        self._silence = bytes(block_frames * self._frame)
+
+        # Shared with the PortAudio thread: only touched under _lock.
+        self._lock = threading.Lock()
+        self._buf = bytearray()
+        self._active = False  # audio queued, or handed to PortAudio and not yet followed by silence
+        self._dry_at: float | None = None  # monotonic time the buffer last ran dry mid-stream
+        self._played = 0  # device bytes handed to PortAudio
+        self._last_callback = 0.0
+
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._log = _LogOnce()
+        self._portaudio = portaudio
+        with quiet_alsa():
+            self._stream = portaudio.pa.open(
+                rate=device_rate,
+                channels=device_channels,
+                format=pyaudio.paInt16,
+                output=True,
+                output_device_index=device["index"],
+                frames_per_buffer=block_frames,
+                stream_callback=self._callback,
+                start=False,
+            )
+        portaudio.acquire()
+
+    # PortAudio thread ------------------------------------------------------------
+
+    def _callback(
+        self, in_data: bytes | None, frame_count: int, time_info: Any, status: int
+    ) -> tuple[bytes, int]:
+        want = frame_count * self._frame
+        try:
+            now = time.monotonic()
+            if status & pyaudio.paOutputUnderflow:
+                self.counters["device_underflows"] += 1
+            with self._lock:
+                self._last_callback = now
+                out = bytes(self._buf[:want])
+                del self._buf[:want]
+                self._played += len(out)
+                drained = self._active and not out
+                if drained:
+                    self._active = False
+                    self._dry_at = now
+                played = self._played
+            self.counters["bytes_played"] = played * self._in_bps // self._dev_bps
+            if drained and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._on_drained)
+        except Exception:
+            out = b""  # the loop is closing; raising here would abort the stream
+        short = want - len(out)
+        if short > 0:
+            out += self._silence[:short] if short <= len(self._silence) else bytes(short)
+        return out, pyaudio.paContinue
+
+    # event loop ----------------------------------------------------------------
+
+    def _on_drained(self) -> None:
+        # Only play() (on this thread) sets _active, so this check cannot race it.
+        if self._active:
+            return  # new audio came in meanwhile
+        tail = self._conv.drain() if self._conv is not None else b""
+        with self._lock:
+            if tail:
+                # The resampler held back its last ~20 ms until it knew the stream ended.
+                self._buf += tail
+                self._active = True
+                return
+        self._idle.set()
+
+    @property
+    def playing(self) -> bool:
+        return self._active
+
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("speaker is closed")
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._stream.start_stream)
+        logger.info(
+            "speaker: %s",
+            _describe(self.device, self.device_rate, self.device_channels, SPEAKER_RATE),
+        )
+
+    def play(self, pcm: bytes) -> None:
+        if self._closed or not pcm:
+            return  # late audio during shutdown is not an error
+        if len(pcm) % SAMPLE_WIDTH:
+            self._log("odd", logging.WARNING, "speaker got %d bytes, not whole samples", len(pcm))
+            pcm = pcm[:-1]
+            if not pcm:
+                return
+        self.counters["chunks"] += 1
+        if self.volume != 1.0:
+            from .convert import apply_gain
+
+            pcm = apply_gain(pcm, self.volume)
+        data = self._conv.process(pcm) if self._conv is not None else pcm
+        with self._lock:
+            starting = not self._active
+            dry_at = self._dry_at if starting else None
+            self._buf += data
+            excess = len(self._buf) - self._max_bytes
+            if excess > 0:
+                excess += -excess % self._frame  # never split a frame
+                del self._buf[:excess]  # oldest first: the newest audio is what the user waits for
+            self._active = True
+        if excess > 0:
+            self.counters["overflow_dropped"] += excess * self._in_bps // self._dev_bps
+            self._log(
+                "overflow",
+                logging.WARNING,
+                "speaker buffer full (%.0f s): dropping oldest audio (counted in "
+                "overflow_dropped, logged once)",
+                self._max_bytes / self._dev_bps,
+            )
+        if starting:
+            # Audio soon after the buffer ran dry is the same reply arriving
+            # late (an underrun); later, it is a new reply after a pause.
+            if dry_at is not None and time.monotonic() - dry_at < UNDERRUN_GAP_S:
+                self.counters["underruns"] += 1
+            self._idle.clear()
+
+    def flush(self) -> int:
+        with self._lock:
+            dropped = len(self._buf)
+            self._buf.clear()
+            self._active = False
+            self._dry_at = None  # the next reply is a new one, not a late one
+        if self._conv is not None:
+            self._conv.reset()
+        dropped = dropped * self._in_bps // self._dev_bps
+        self.counters["flushes"] += 1
+        self.counters["bytes_flushed"] += dropped
+        self._idle.set()
+        return dropped
+
+    async def wait_idle(self) -> None:
+        if not self.playing:
+            return
+        if self._loop is None:
+            raise RuntimeError("speaker has queued audio but was never started")
+        while True:
+            try:
+                async with asyncio.timeout(STALL_S):
+                    await self._idle.wait()
+                return
+            except TimeoutError:
+                with self._lock:
+                    silent_for = time.monotonic() - self._last_callback
+                if silent_for >= STALL_S:
+                    self._stalled()
+                    return
+
+    def _stalled(self) -> None:
+        # The device stopped asking for audio: drop what it will never play
+        # rather than leave the daemon waiting for it forever.
+        self.counters["stalls"] += 1
+        self._log(
+            "stall",
+            logging.ERROR,
+            "speaker %s stopped playing for over %.0f s: unplugged or wedged? queued audio "
+            "dropped (counted in stalls, logged once)",
+            self.device["name"],
+            STALL_S,
+        )
+        self.flush()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._buf.clear()
+            self._active = False
+        self._idle.set()
+        await asyncio.to_thread(_close_stream, self._stream, self._portaudio)
+
+
+# -- opening ----------------------------------------------------------------------
+
+
+def _open_side(
+    pa: Any, devices: list[Device], spec: str, direction: Direction, rate: int
+) -> tuple[Device, int, int]:
+    device = resolve_device(devices, spec, direction, cards=alsa_cards())
+    dev_rate, channels = choose_format(pa, device, direction, rate)
+    return device, dev_rate, channels
+
+
+def _open_error(device: Device, direction: Direction, exc: BaseException) -> AudioConfigError:
+    # PyAudio raises OSError(code, text) and ValueError(text, code).
+    detail = exc.strerror if isinstance(exc, OSError) else None
+    detail = detail or (exc.args[0] if exc.args else exc)
+    return AudioConfigError(
+        f"cannot open {direction} device {device['index']} ({device['name']}): {detail}; "
+        "is another program (PulseAudio, PipeWire, another daemon) holding it?"
+    )
+
+
+def open_pyaudio(
+    *,
+    chunk_ms: int = 40,
+    input_device: str = "",
+    output_device: str = "",
+    volume: float = 1.0,
+) -> tuple[PyAudioMicrophone, PyAudioSpeaker]:
+    """Open the configured (or default) input and output devices; AudioConfigError if not.
+
+    A device is opened at 16 kHz (mic) / 24 kHz (speaker) mono when it supports
+    that, else at 48 or 44.1 kHz or its default rate, and stereo if it must,
+    converting on the fly.
+    """
+    if not 0 <= volume <= 2:
+        raise AudioConfigError(f"audio.volume must be 0..2, got {volume!r}")
+    if wants_plughw(input_device, output_device):
+        import os
+
+        # PortAudio lists hardware as hw:N,M unless told to use ALSA's plug
+        # layer; read once, when PortAudio initialises, so set it first.
+        os.environ.setdefault("PA_ALSA_PLUGHW", "1")
+    portaudio = _PortAudio(new_pyaudio())
+    portaudio.acquire()  # held while opening, so a failure below terminates PortAudio
+    mic: PyAudioMicrophone | None = None
+    try:
+        devices = list_devices(portaudio.pa)
+        dev, rate, ch = _open_side(portaudio.pa, devices, input_device, "input", MIC_RATE)
+        try:
+            mic = PyAudioMicrophone(
+                portaudio, dev, device_rate=rate, device_channels=ch, chunk_ms=chunk_ms
+            )
+        except (OSError, ValueError) as exc:
+            raise _open_error(dev, "input", exc) from None
+        dev, rate, ch = _open_side(portaudio.pa, devices, output_device, "output", SPEAKER_RATE)
+        try:
+            speaker = PyAudioSpeaker(
+                portaudio, dev, device_rate=rate, device_channels=ch, volume=volume
+            )
+        except (OSError, ValueError) as exc:
+            raise _open_error(dev, "output", exc) from None
+    except BaseException:
+        if mic is not None:
+            _close_stream(mic._stream, portaudio)
+        raise
+    finally:
+        portaudio.release()
+    return mic, speaker

@@ -1,0 +1,82 @@
+"""The Raspberry Pi camera through picamera2 (libcamera): a thin adapter.
+
+One low-resolution still configuration is set up once and kept running; every
+capture takes the next frame from it as a JPEG into memory. Switching modes
+per capture (the picamera2 examples' ``switch_mode_and_capture_file``) has
+run small Pis out of contiguous memory (ENOMEM), so this never does.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from .base import CAPTURE_TIMEOUT_S, CameraConfigError, CameraError, ThreadedCamera
+
+# picamera2 gives up on a frame a little before our own timeout, so its worker
+# thread returns instead of being abandoned.
+FRAME_WAIT_S = CAPTURE_TIMEOUT_S - 2.0
+
+
+def _picamera2_class() -> Callable[..., Any]:
+    try:
+        from picamera2 import Picamera2
+    except ModuleNotFoundError:
+        raise CameraConfigError(
+            "camera.backend = 'picamera2' needs picamera2: on Raspberry Pi OS "
+            "`apt install python3-picamera2` and a venv made with --system-site-packages"
+        ) from None
+    return Picamera2  # type: ignore[no-any-return]
+
+
+class Picamera2Camera(ThreadedCamera):
+    """``factory`` stands in for the ``Picamera2`` class (tests pass a fake)."""
+
+    def __init__(
+        self,
+        *,
+        camera_num: int = 0,
+        width: int = 640,
+        height: int = 480,
+        max_side: int = 1024,
+        jpeg_quality: int = 75,
+        factory: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(max_side=max_side, jpeg_quality=jpeg_quality)
+        self.camera_num = camera_num
+        # libcamera wants even dimensions.
+        self.size = (width - width % 2, height - height % 2)
+        self._factory = factory
+        self._cam: Any = None
+
+    def _open(self) -> None:
+        factory = self._factory or _picamera2_class()
+        try:
+            cam = factory(camera_num=self.camera_num)
+        except (RuntimeError, IndexError) as exc:
+            raise CameraError(
+                f"no camera {self.camera_num} ({exc}); is it connected and enabled? "
+                "`rpicam-hello --list-cameras` lists them"
+            ) from None
+        try:
+            cam.configure(cam.create_still_configuration(main={"size": self.size}))
+            # Encoded by picamera2 at our quality: a frame within max_side then
+            # passes through without a second encode.
+            cam.options["quality"] = self.jpeg_quality
+            cam.start()
+        except BaseException:
+            cam.close()
+            raise
+        self._cam = cam
+
+    def _grab(self) -> bytes:
+        out = io.BytesIO()
+        self._cam.capture_file(out, format="jpeg", wait=FRAME_WAIT_S)
+        return out.getvalue()
+
+    def _release(self) -> None:
+        try:
+            self._cam.stop()
+        finally:
+            self._cam.close()

@@ -1,0 +1,100 @@
+"""Connect the GPIO side to a daemon: the push-to-talk button, the status LED
+and the hardware tools, all on one pin factory (gpiozero's mock pins under
+``--simulate``).
+
+A missing GPIO chip is not fatal: the daemon still runs with the control
+socket and the keyboard as its button, and the log says what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+
+from gpiozero.exc import PinFactoryFallback
+
+from .config import Config
+from .daemon import Daemon
+from .hardware.button import PushToTalk
+from .hardware.pins import make_pin_factory, pin_states
+from .hardware.status_led import StatusLed
+from .tools.hardware import HardwareTools
+
+log = logging.getLogger(__name__)
+
+
+def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
+    """Create the GPIO devices, wire them to ``daemon`` and register their
+    shutdown (relays safe, LED off) as daemon shutdown hooks."""
+    loop = asyncio.get_running_loop()
+    try:
+        with warnings.catch_warnings():
+            # gpiozero warns once per pin library it tries; one log line below
+            # says what matters.
+            warnings.simplefilter("ignore", PinFactoryFallback)
+            pins = make_pin_factory(simulate)
+            tools = HardwareTools(cfg.tools, pins, loop)
+            button = PushToTalk(
+                cfg.button,
+                loop,
+                lambda: daemon.press("button"),
+                lambda: daemon.release("button"),
+                pins,
+            )
+    except Exception as exc:  # gpiozero raises a zoo of types for "no GPIO here"
+        if cfg.tools.led or cfg.tools.relay:
+            log.error(
+                "GPIO unavailable (%s): the LED and relay tools are disabled; "
+                "on a desktop use --simulate",
+                exc,
+                extra={"EDGE_EVENT": "gpio_missing"},
+            )
+        else:
+            log.warning(
+                "GPIO unavailable (%s): no push-to-talk button; use `edge-daemon ctl` or "
+                "the keyboard (--simulate gives a mock button)",
+                exc,
+                extra={"EDGE_EVENT": "gpio_missing"},
+            )
+        return
+    # Outputs go safe at construction (above); from here on they are the
+    # model's to switch, and safe again at shutdown and after long outages.
+    tools.register(daemon.tools)
+    daemon.add_shutdown_hook(tools.close)
+    daemon.subscribe_link(lambda up: tools.link_up() if up else tools.link_down())
+    daemon.status_providers["devices"] = tools.states
+
+    if cfg.status_led.kind != "none":
+        led = StatusLed(cfg.status_led, pins)
+        led.show(daemon.state.value)
+        daemon.subscribe(lambda _old, new: led.show(new.value))
+        daemon.add_shutdown_hook(led.close)
+        daemon.status_providers["status_led"] = lambda: {"pattern": led.pattern}
+
+    try:
+        button.start()
+    except Exception as exc:
+        log.error(
+            "push-to-talk button on GPIO%d unavailable: %s",
+            cfg.button.pin,
+            exc,
+            extra={"EDGE_EVENT": "gpio_missing"},
+        )
+    else:
+        daemon.add_shutdown_hook(button.close)
+        if simulate:
+            daemon.virtual_button = button
+    if simulate:
+        daemon.status_providers["pins"] = lambda: {
+            str(pin): state for pin, state in pin_states(pins).items()
+        }
+    log.info(
+        "GPIO ready: button GPIO%d (%s), %d LED tool(s), %d relay tool(s)%s",
+        cfg.button.pin,
+        cfg.button.mode,
+        len(cfg.tools.led),
+        len(cfg.tools.relay),
+        " on mock pins" if simulate else "",
+        extra={"EDGE_EVENT": "gpio_ready"},
+    )

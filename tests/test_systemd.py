@@ -1,0 +1,450 @@
+"""systemd integration: sd_notify (READY, STATUS, WATCHDOG, STOPPING) over a
+real datagram socket, the watchdog stopping when the loop hangs, graceful
+shutdown, record fields for journald, and the unit file itself."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, SECRET, DaemonProcess
+
+from edge_daemon import systemd
+from edge_daemon.audio.null import NullMicrophone, NullSpeaker
+from edge_daemon.config import Config, with_overrides
+from edge_daemon.daemon import Daemon, State
+from edge_daemon.fake_gemini import FakeGemini
+from edge_daemon.live.reconnect import LinkSettings
+from edge_daemon.live.session import Credentials, current_session_id
+
+UNIT = ROOT / "systemd" / "edge-daemon.service"
+
+# --------------------------------------------------------------------------- sd_notify
+
+
+class Datagrams:
+    """A NOTIFY_SOCKET read by a thread, so arrival times are real even while
+    the event loop under test is blocked."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.got: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.got.append((time.monotonic(), data.decode()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+    def times(self, message: str) -> list[float]:
+        return [t for t, data in self.got if data == message]
+
+
+@pytest.fixture
+def datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Datagrams]:
+    d = Datagrams(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(d.path))
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+async def until(cond: Any, timeout_s: float = 5.0) -> None:
+    """Datagrams arrive on a thread with no loop to wake: poll for them."""
+    async with asyncio.timeout(timeout_s):
+        while not cond():  # noqa: ASYNC110 - nothing to wait on across the thread
+            await asyncio.sleep(0.01)
+
+
+def test_notify_sends_one_datagram_and_is_a_no_op_without_a_socket(
+    datagrams: Datagrams, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert systemd.notify("READY=1")
+    assert systemd.notify("STATUS=idle")
+    deadline = time.monotonic() + 5
+    while len(datagrams.got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [data for _, data in datagrams.got] == ["READY=1", "STATUS=idle"]
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not systemd.notify("READY=1")
+    assert not systemd.notify("READY=1", {"NOTIFY_SOCKET": "/nonexistent/socket"})
+
+
+def test_notify_reaches_an_abstract_socket() -> None:
+    name = f"edge-daemon-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        assert systemd.notify("WATCHDOG=1", {"NOTIFY_SOCKET": "@" + name})
+        sock.settimeout(5)
+        assert sock.recv(64) == b"WATCHDOG=1"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "30000000"}, 15.0),
+        ({"WATCHDOG_USEC": "200000"}, 0.1),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}, None),  # another process's
+        ({"WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}, 0.1),
+    ],
+)
+def test_watchdog_interval_is_half_of_watchdog_usec(
+    env: dict[str, str], expected: float | None
+) -> None:
+    assert systemd.watchdog_interval_s(env) == expected
+
+
+async def test_watchdog_pings_from_the_loop_and_stop_when_it_hangs(
+    datagrams: Datagrams,
+) -> None:
+    interval, block_s = 0.02, 0.5
+    task = asyncio.create_task(systemd.watchdog_loop(interval))
+    try:
+        await until(lambda: len(datagrams.times("WATCHDOG=1")) >= 5)
+        blocked: dict[str, float] = {}
+
+        def hang() -> None:
+            # A callback that never yields, as a wedged handler would.
+            blocked["start"] = time.monotonic()
+            time.sleep(block_s)
+            blocked["end"] = time.monotonic()
+
+        asyncio.get_running_loop().call_soon(hang)
+        await asyncio.sleep(0)  # hang() runs now; this task resumes after it
+        after = len(datagrams.times("WATCHDOG=1"))
+        await until(lambda: len(datagrams.times("WATCHDOG=1")) >= after + 3)
+    finally:
+        task.cancel()
+    pings = datagrams.times("WATCHDOG=1")
+    # A ping sent just before the block may be read a little after it began.
+    margin = 0.1
+    during = [t for t in pings if blocked["start"] + margin < t < blocked["end"]]
+    assert during == [], "the watchdog kept pinging while the loop was blocked"
+    assert any(t > blocked["end"] for t in pings), "pings did not resume"
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert max(gaps) >= block_s - margin
+    normal = [g for g in gaps if g < block_s / 2]
+    assert 0.5 * interval <= statistics.median(normal) <= 10 * interval
+
+
+# --------------------------------------------------------------------------- the process
+
+
+def run_sections(fake: FakeGemini, **extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    sections: dict[str, dict[str, Any]] = {
+        "gemini": {"endpoint": fake.url},
+        "audio": {"backend": "null"},
+        "logging": {"level": "info", "target": "stderr"},
+        "link": {"config_error_backoff_s": 60.0},
+    }
+    sections.update(extra)
+    return sections
+
+
+async def read_until(d: DaemonProcess, wanted: str, timeout_s: float = 20.0) -> list[float]:
+    """Read datagrams until ``wanted`` arrives; return when each WATCHDOG=1 came."""
+    loop = asyncio.get_running_loop()
+    pings: list[float] = []
+    async with asyncio.timeout(timeout_s):
+        while True:
+            data = await d.next_notification(timeout_s)
+            if data == "WATCHDOG=1":
+                pings.append(loop.time())
+            if data == wanted:
+                return pings
+
+
+async def test_daemon_process_notifies_ready_status_watchdog_and_stopping(
+    fake: FakeGemini, spawn_daemon: Any, daemon_env: dict[str, str]
+) -> None:
+    d = spawn_daemon(run_sections(fake), env={**daemon_env, "WATCHDOG_USEC": "200000"})
+    await read_until(d, "READY=1")
+    # READY comes once the first session is up: the state it reports is idle.
+    statuses = [n for n in d.notifications if n.startswith("STATUS=")]
+    assert statuses == ["STATUS=idle"]
+    assert fake.active is not None and fake.active.setup_complete_sent
+
+    pings: list[float] = []
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(20):
+        while len(pings) < 15:
+            if await d.next_notification() == "WATCHDOG=1":
+                pings.append(loop.time())
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    # Half of WATCHDOG_USEC is 0.1 s; generous bounds for a loaded machine.
+    assert 0.05 <= statistics.median(gaps) <= 0.3
+    assert min(gaps) >= 0.02  # paced, not a burst
+
+    assert (await d.ctl("tap", seconds=0.3))["ok"]
+    await read_until(d, "STATUS=speaking")
+    await read_until(d, "STATUS=idle")
+    statuses = [n for n in d.notifications if n.startswith("STATUS=")]
+    assert statuses[-4:] == [
+        "STATUS=listening",
+        "STATUS=thinking",
+        "STATUS=speaking",
+        "STATUS=idle",
+    ]
+
+    d.proc.send_signal(signal.SIGTERM)
+    await read_until(d, "STOPPING=1")
+    assert await asyncio.to_thread(d.proc.wait, 15) == 0
+    assert d.notifications.count("READY=1") == 1
+    conn = fake.connections[-1]
+    await fake.wait_for(lambda f: conn.ended)
+    # Graceful: the socket was closed by the daemon with a normal close.
+    assert (conn.close_code, conn.closed_by) == (1000, "client")
+    assert "stopped" in d.log() and SECRET not in d.log()
+
+
+async def test_daemon_process_is_ready_and_says_what_to_fix_when_refused(
+    spawn_daemon: Any,
+) -> None:
+    async with FakeGemini(api_key="not the key the daemon has") as fake:
+        d = spawn_daemon(run_sections(fake))
+        await read_until(d, "READY=1")  # it will keep trying: systemctl start must not hang
+        status = next(n for n in d.notifications if n.startswith("STATUS="))
+        assert status.startswith("STATUS=error: ")
+        assert "API key was rejected" in status and "GEMINI_API_KEY" in status
+        assert len(fake.connections) == 1  # and it does not hammer
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        await read_until(d, "STOPPING=1")
+        assert await asyncio.to_thread(d.proc.wait, 15) == 0
+        # A stop does not wait out the minute-long config backoff.
+        assert time.monotonic() - started < 10
+
+
+# --------------------------------------------------------------------------- graceful stop
+
+
+async def test_stop_cuts_the_turn_closes_1000_and_runs_the_shutdown_hooks() -> None:
+    calls: list[str] = []
+
+    async def relays_off() -> None:
+        calls.append("relays off")
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("hook failed")
+
+    async with FakeGemini(api_key=SECRET, pace=8) as fake:
+        daemon = Daemon(
+            with_overrides(Config(), {"audio.backend": "null"}),
+            mic=NullMicrophone(),
+            speaker=NullSpeaker(),
+            link_settings=LinkSettings(url=fake.url, credentials=Credentials(SECRET)),
+        )
+        daemon.add_shutdown_hook(broken)
+        daemon.add_shutdown_hook(relays_off)
+        daemon.add_shutdown_hook(lambda: calls.append("led off"))
+        task = asyncio.create_task(daemon.run())
+        assert await daemon.wait_state(State.IDLE, 10)
+        daemon.press("test")
+        await fake.wait_for(lambda f: f.audio_received_s() >= 0.1)
+        assert daemon.state is State.LISTENING
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        conn = fake.connections[0]
+        await fake.wait_for(lambda f: conn.ended)
+    assert (conn.close_code, conn.closed_by) == (1000, "client")
+    assert calls == ["broken", "relays off", "led off"]  # one failing does not stop the rest
+    assert len(fake.connections) == 1  # no redial on the way out
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def test_field_text_makes_journal_fields_text() -> None:
+    assert systemd.field_text(None) is None
+    assert systemd.field_text("") is None
+    assert systemd.field_text(1011) == "1011"
+    assert systemd.field_text(True) == "1" and systemd.field_text(False) == "0"
+    assert systemd.field_text(State.IDLE) == "idle"
+    assert systemd.field_text(0.25) == "0.25"
+
+
+def record(msg: str = "hello %s", args: tuple[Any, ...] = ("world",), **fields: Any) -> Any:
+    rec = logging.LogRecord("edge_daemon.test", logging.INFO, __file__, 1, msg, args, None)
+    for key, value in fields.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def test_record_fields_adds_the_session_and_stringifies() -> None:
+    token = current_session_id.set("a1b2c3")
+    try:
+        rec = record(EDGE_CLOSE_CODE=1006, EDGE_STATE=State.ERROR, EDGE_EMPTY="", EDGE_NONE=None)
+        assert systemd.RecordFields().filter(rec)
+    finally:
+        current_session_id.reset(token)
+    assert rec.EDGE_SESSION == "a1b2c3"
+    assert rec.EDGE_CLOSE_CODE == "1006" and rec.EDGE_STATE == "error"
+    assert not hasattr(rec, "EDGE_EMPTY") and not hasattr(rec, "EDGE_NONE")
+    explicit = record(EDGE_SESSION="ffffff")
+    systemd.RecordFields().filter(explicit)
+    assert explicit.EDGE_SESSION == "ffffff"
+    outside = record()
+    systemd.RecordFields().filter(outside)
+    assert not hasattr(outside, "EDGE_SESSION")
+
+
+@pytest.fixture
+def redacted() -> Iterator[str]:
+    systemd.redact(SECRET)
+    systemd.redact("short")  # ignored: it would mangle ordinary words
+    try:
+        yield SECRET
+    finally:
+        systemd._secrets.clear()
+
+
+def test_registered_secrets_are_scrubbed_from_every_part_of_a_record(redacted: str) -> None:
+    try:
+        raise ValueError(f"bad header x-goog-api-key: {redacted}")
+    except ValueError:
+        exc_info = sys.exc_info()
+    rec = record("connect with %s", (redacted,), EDGE_URL=f"wss://h/?key={redacted}")
+    rec.exc_info = exc_info
+    systemd.RecordFields().filter(rec)
+    text = logging.Formatter().format(rec)
+    assert redacted not in text and systemd.REDACTED in text
+    assert redacted not in repr(vars(rec))
+    assert rec.exc_info is None  # JournalHandler would send it as EXCEPTION_INFO
+    short = record("a short word", ())
+    systemd.RecordFields().filter(short)
+    assert short.getMessage() == "a short word"
+
+
+def test_journal_stream_must_name_our_stderr(tmp_path: Path) -> None:
+    with open(tmp_path / "stderr", "w") as f:
+        st = os.fstat(f.fileno())
+        ours = f"{st.st_dev}:{st.st_ino}"
+        assert systemd.use_journal("auto", {"JOURNAL_STREAM": ours}, f.fileno())
+        # Inherited from elsewhere (a terminal started by a user unit): not ours.
+        assert not systemd.use_journal("auto", {"JOURNAL_STREAM": "1:2"}, f.fileno())
+        assert not systemd.use_journal("auto", {"JOURNAL_STREAM": "junk"}, f.fileno())
+        assert not systemd.use_journal("auto", {}, f.fileno())
+        assert systemd.use_journal("journal", {}, f.fileno())
+        assert not systemd.use_journal("stderr", {"JOURNAL_STREAM": ours}, f.fileno())
+
+
+def test_stderr_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        assert systemd.configure_logging("info", "stderr") == "stderr"
+        token = current_session_id.set("0a0b0c")
+        try:
+            logging.getLogger("edge_daemon.test").info(
+                "closed", extra={"EDGE_EVENT": "session_closed", "EDGE_CLOSE_CODE": 1011}
+            )
+        finally:
+            current_session_id.reset(token)
+        logging.getLogger("websockets.client").debug("frame noise")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "closed  EDGE_EVENT=session_closed EDGE_CLOSE_CODE=1011 EDGE_SESSION=0a0b0c" in err
+    assert "frame noise" not in err
+
+
+# --------------------------------------------------------------------------- the unit
+
+
+def analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    return subprocess.run(
+        ["systemd-analyze", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def unit_copy(tmp_path: Path, drop: tuple[str, ...] = ()) -> Path:
+    """The unit with ExecStart on /bin/true (verify checks the binary exists)."""
+    lines = []
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("ExecStart="):
+            line = "ExecStart=/bin/true"
+        if not line.startswith(drop):
+            lines.append(line)
+    path = tmp_path / "unit" / "edge-daemon.service"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unit_file_says_what_the_service_needs() -> None:
+    text = UNIT.read_text()
+    for directive in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "StartLimitIntervalSec=0",
+        "RestartPreventExitStatus=78",
+        "LoadCredential=gemini-api-key:",
+        "User=edge-daemon",
+        "DevicePolicy=closed",
+        "KillMode=mixed",
+    ):
+        assert re.search(rf"^{re.escape(directive)}", text, re.M), directive
+    assert re.search(r"^SupplementaryGroups=.*\bgpio\b.*\baudio\b.*\bvideo\b", text, re.M)
+    watchdog = re.search(r"^WatchdogSec=(\d+)s$", text, re.M)
+    assert watchdog and 10 <= int(watchdog.group(1)) <= 120
+    # gpiozero needs /proc/device-tree or /proc/cpuinfo to know the board.
+    assert not re.search(r"^ProcSubset=pid", text, re.M)
+
+
+def test_unit_file_verifies(tmp_path: Path) -> None:
+    path = unit_copy(tmp_path)
+    result = analyze("verify", path.name, cwd=path.parent)
+    out = result.stdout + result.stderr
+    if result.returncode != 0 and re.search(r"user|group", out, re.I):
+        # Some systemd versions resolve User=/groups at verify time, and this
+        # machine has no edge-daemon user (systemd/install.sh creates it).
+        path = unit_copy(tmp_path, drop=("User=", "Group=", "SupplementaryGroups="))
+        result = analyze("verify", path.name, cwd=path.parent)
+        out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "edge-daemon.service" not in out, out  # no warnings about our unit
+
+
+def test_unit_file_exposure_is_at_most_3(tmp_path: Path) -> None:
+    path = unit_copy(tmp_path)
+    result = analyze("security", "--offline=yes", path.name, cwd=path.parent)
+    found = re.search(r"Overall exposure level for edge-daemon\.service: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 3.0
