@@ -123,7 +123,9 @@ class Daemon:
         self._turn_unacked = False  # ended, but no sign yet that the server heard it
         self._model_turn_open = False  # model output started, no turnComplete yet
         self._discard_model_audio = False  # rest of an interrupted turn in flight
-        self._tool_calls_pending: dict[str, asyncio.Task[None]] = {}
+        self._tool_calls_pending: dict[str, asyncio.Task[None]] = {}  # blocking ones
+        # Every running call, blocking or not, so a cancellation reaches it.
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         # Tool results not yet delivered; they outlive a dropped connection.
         self._outbox = ToolOutbox()
         # The resumption handle number when the last model turn ended: a goAway
@@ -294,7 +296,7 @@ class Daemon:
                     await asyncio.wait_for(asyncio.shield(link_task), 5.0)
                 link_task.cancel()
                 mic_task.cancel()
-                for task in list(self._tool_calls_pending.values()):
+                for task in list(self._tool_tasks.values()):
                     task.cancel()
                 self._cancel_finish()
         finally:
@@ -633,17 +635,16 @@ class Daemon:
     def _on_tool_call(self, session: LiveSession, ev: m.ToolCall) -> None:
         for call in ev.calls:
             self.counters.tool_calls += 1
-            if call.id in self._tool_calls_pending or call.id in self._outbox:
+            if call.id in self._tool_tasks or call.id in self._outbox:
                 log.warning("duplicate tool call id %s ignored", call.id)
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._run_tool(session, call, self.link.resumption.seq), name=f"tool-{call.name}"
             )
+            self._tool_tasks[call.id] = task
+            task.add_done_callback(lambda _t, cid=call.id: self._tool_tasks.pop(cid, None))
             if self.tools.is_blocking(call.name):
                 self._tool_calls_pending[call.id] = task
-            else:
-                _background.add(task)
-                task.add_done_callback(_background.discard)
 
     async def _run_tool(self, session: LiveSession, call: m.FunctionCall, seq: int) -> None:
         try:
@@ -724,7 +725,8 @@ class Daemon:
     def _on_tool_cancel(self, ev: m.ToolCallCancellation) -> None:
         for call_id in ev.ids:
             self._outbox.cancel(call_id)
-            task = self._tool_calls_pending.pop(call_id, None)
+            self._tool_calls_pending.pop(call_id, None)
+            task = self._tool_tasks.pop(call_id, None)
             if task is not None:
                 task.cancel()
                 self.counters.tool_cancellations += 1
