@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .audio.base import Microphone, Speaker
+from .camera import Camera, FrameTicker
 from .config import Config
 from .live import messages as m
 from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd, ToolOutbox
@@ -51,6 +52,7 @@ class VirtualButton(Protocol):
 
     def sim_release(self) -> None: ...
 
+
 # How many past state changes `status` reports: enough to see one whole turn.
 _HISTORY = 32
 
@@ -81,11 +83,18 @@ class Daemon:
         speaker: Speaker,
         link_settings: LinkSettings,
         tools: ToolRegistry | None = None,
+        camera: Camera | None = None,
     ) -> None:
         self.cfg = cfg
         self.mic = mic
         self.speaker = speaker
         self.tools = tools or ToolRegistry()
+        self.camera = camera
+        self.ticker = (
+            FrameTicker(camera, cfg.camera.interval_s, self._camera_wanted, self.send_frame)
+            if camera is not None
+            else None
+        )
         self.link = Link(link_settings, self._build_setup, self._serve, self._on_link_state)
         self.state = State.STARTING
         self.counters = Counters()
@@ -244,6 +253,8 @@ class Daemon:
         self._turn_started_in_session = False
         self.counters.turns += 1
         self.mic.cue()
+        if self.ticker is not None:
+            self.ticker.kick()  # each turn starts with a fresh look
         self._set_state(State.LISTENING, source)
         self._spawn(self._pump(), "activityStart")
 
@@ -284,6 +295,9 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 link_task = tg.create_task(self.link.run(), name="link")
                 mic_task = tg.create_task(self._mic_loop(), name="mic")
+                camera_task = None
+                if self.ticker is not None and await self._start_camera():
+                    camera_task = tg.create_task(self.ticker.run(), name="camera")
                 await self._stop.wait()
                 # A turn in progress is cut, not finished: the socket closes
                 # with 1000 below and the speaker is closed.
@@ -296,6 +310,8 @@ class Daemon:
                     await asyncio.wait_for(asyncio.shield(link_task), 5.0)
                 link_task.cancel()
                 mic_task.cancel()
+                if camera_task is not None:
+                    camera_task.cancel()
                 for task in list(self._tool_tasks.values()):
                     task.cancel()
                 self._cancel_finish()
@@ -303,6 +319,8 @@ class Daemon:
             await self._run_shutdown_hooks()
             await self.mic.close()
             await self.speaker.close()
+            if self.camera is not None:
+                await self.camera.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -397,6 +415,37 @@ class Daemon:
         _background.add(task)
         task.add_done_callback(_background.discard)
 
+    # ------------------------------------------------------------------ camera
+
+    async def _start_camera(self) -> bool:
+        """A camera that will not start costs the device its eyes, not its voice."""
+        assert self.camera is not None
+        try:
+            await self.camera.start()
+        except Exception as exc:
+            log.error(
+                "camera did not start, going on without it: %s",
+                exc,
+                extra={"EDGE_EVENT": "camera_failed"},
+            )
+            return False
+        return True
+
+    def _camera_wanted(self) -> bool:
+        if self._session is None or self._tool_calls_pending:
+            return False
+        if not self.cfg.camera.only_while_talking:
+            return True
+        return self.state in (State.LISTENING, State.SPEAKING)
+
+    async def send_frame(self, jpeg: bytes) -> None:
+        """One camera frame up the current session (the ticker, take_photo)."""
+        session = self._session
+        if session is None:
+            raise SessionClosed("no live session for the frame")
+        async with self._send_lock:
+            await session.send_video(jpeg)
+
     # ------------------------------------------------------------------ session
 
     def _build_setup(self, handle: str | None) -> str:
@@ -411,7 +460,8 @@ class Daemon:
                 transcribe_input=g.transcribe_input,
                 transcribe_output=g.transcribe_output,
                 resumption_handle=handle,
-                context_window_compression=g.context_window_compression,
+                # Audio+video sessions end after 2 minutes without compression.
+                context_window_compression=g.context_window_compression or self.camera is not None,
             )
         )
 
@@ -440,8 +490,10 @@ class Daemon:
         finally:
             self._session = None
             self._turn_started_in_session = False
-            if not self._talking and not self._turn_unacked and (
-                self._model_turn_open or self.state is State.THINKING
+            if (
+                not self._talking
+                and not self._turn_unacked
+                and (self._model_turn_open or self.state is State.THINKING)
             ):
                 # The server heard the turn, but its answer (or the rest of it)
                 # died with the socket and will not come on the next one: play
@@ -492,7 +544,9 @@ class Daemon:
             switch = asyncio.ensure_future(self._switch.wait())
             try:
                 # A state change may be the end of the turn a goAway waits for.
-                await asyncio.wait({changed, switch}, timeout=tick, return_when="FIRST_COMPLETED")
+                await asyncio.wait(
+                    {changed, switch}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 changed.cancel()
                 switch.cancel()
@@ -771,6 +825,11 @@ class Daemon:
                 "mic": dict(self.mic.counters),
                 "speaker": dict(self.speaker.counters),
                 "session": vars(session.counters) if session else {},
+                **(
+                    {"camera": {**self.ticker.counters, **getattr(self.camera, "counters", {})}}
+                    if self.ticker is not None
+                    else {}
+                ),
             },
             "history": [{"t": t, "state": s} for t, s in self.history],
             "uptime_s": _round(time.monotonic() - self._started_at),

@@ -453,11 +453,14 @@ _PYAUDIO_FIX = (
 
 
 @contextlib.contextmanager
-def _portaudio(loader: Callable[[], Any]) -> Iterator[tuple[Any, Any]]:
+def _portaudio(loader: Callable[[], Any], *specs: str) -> Iterator[tuple[Any, Any]]:
     """(pyaudio module, PyAudio instance), terminated afterwards; ImportError if absent."""
-    from .audio.devices import quiet_alsa
+    from .audio.devices import quiet_alsa, wants_plughw
 
     module = loader()
+    if wants_plughw(*specs):
+        # As the daemon does: PortAudio lists plughw: devices only when told, at init.
+        os.environ.setdefault("PA_ALSA_PLUGHW", "1")
     with quiet_alsa():
         pa = module.PyAudio()
     try:
@@ -466,10 +469,78 @@ def _portaudio(loader: Callable[[], Any]) -> Iterator[tuple[Any, Any]]:
         pa.terminate()
 
 
-def _pick(pa: Any, spec: str, direction: Literal["input", "output"]) -> dict[str, Any]:
-    from .audio.devices import list_devices, resolve_device
+Direction = Literal["input", "output"]
 
-    return resolve_device(list_devices(pa), spec, direction)
+# A sound card is opened by one program at a time: the running service has it.
+_HELD = (
+    f"in use by the running {SERVICE} service; to test {{what}}: "
+    f"sudo systemctl stop {SERVICE}, run the doctor, sudo systemctl start {SERVICE}"
+)
+
+_NO_DEVICE_FIX = {
+    "input": "plug in a USB microphone or enable the sound HAT (its dtoverlay= in "
+    "/boot/firmware/config.txt) until `arecord -l` lists it; then set audio.input_device "
+    "from `edge-daemon devices`",
+    "output": "connect a speaker (USB, HAT or the headphone jack) until `aplay -l` lists it; "
+    "then set audio.output_device from `edge-daemon devices`",
+}
+
+
+@dataclass
+class _Opened:
+    stream: Any
+    label: str
+    rate: int
+    channels: int
+
+
+def _open_stream(
+    name: str, module: Any, pa: Any, spec: str, direction: Direction, rate: int
+) -> _Opened | Check:
+    """Open the device the daemon would: same choice of device, same fallback to a
+    rate or channel count the device supports (the daemon converts from those)."""
+    from .audio.base import AudioConfigError
+    from .audio.devices import choose_format, list_devices, resolve_device
+
+    key = "audio.input_device" if direction == "input" else "audio.output_device"
+    noun = "microphone" if direction == "input" else "speaker"
+    try:
+        device = resolve_device(list_devices(pa), spec, direction)
+    except AudioConfigError as exc:
+        first = str(exc).splitlines()[0].split("; set ")[0]
+        return _fail(name, f"no {noun}: {first}", _NO_DEVICE_FIX[direction])
+    label = f"{device['name']} (#{device['index']})"
+    plug_fix = (
+        f'use the card\'s plughw: name so ALSA converts ({key} = "plughw:CARD=<card>,DEV=0", '
+        "see `edge-daemon devices`)"
+    )
+    try:
+        dev_rate, channels = choose_format(pa, device, direction, rate)
+    except AudioConfigError as exc:
+        return _fail(name, str(exc), plug_fix)
+    try:
+        stream = pa.open(
+            format=module.paInt16,
+            channels=channels,
+            rate=dev_rate,
+            frames_per_buffer=dev_rate // 25,
+            **{direction: True, f"{direction}_device_index": device["index"]},
+        )
+    except (OSError, ValueError) as exc:
+        return _fail(
+            name,
+            f"{label} does not open at {dev_rate} Hz: {exc}",
+            "another program may hold it (sudo fuser -v /dev/snd/*: stop PulseAudio/PipeWire "
+            f"or the other program); the service user must be in the audio group; {plug_fix}",
+        )
+    return _Opened(stream, label, dev_rate, channels)
+
+
+def _format(opened: _Opened, wanted: int) -> str:
+    what = f"{opened.rate} Hz {'mono' if opened.channels == 1 else f'x{opened.channels}'}"
+    if (opened.rate, opened.channels) != (wanted, 1):
+        what += f" (the daemon converts to {wanted} Hz mono)"
+    return what
 
 
 def _read_with_deadline(stream: Any, frames: int, timeout_s: float) -> bytes | None:
@@ -499,11 +570,17 @@ def rms_s16(pcm: bytes) -> tuple[float, int]:
     return math.sqrt(sum(s * s for s in samples) / len(samples)), max(abs(s) for s in samples)
 
 
+def _close(stream: Any) -> None:
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
 def check_microphone(
     cfg: Config,
     *,
     simulate: bool = False,
     listen: bool = False,
+    service_active: bool = False,
     loader: Callable[[], Any] = load_pyaudio,
     prompt: Callable[[str], None] | None = None,
 ) -> Check:
@@ -512,78 +589,54 @@ def check_microphone(
     if backend != "pyaudio":
         why = " (--simulate)" if simulate and "audio.backend" not in cfg.explicit else ""
         return _skip(name, f"audio.backend is {backend!r}{why}: no microphone is used")
+    if service_active:
+        return _skip(name, _HELD.format(what="the microphone"))
     try:
-        with _portaudio(loader) as (module, pa):
-            from .audio.base import AudioConfigError
-
-            try:
-                device = _pick(pa, cfg.audio.input_device, "input")
-            except AudioConfigError as exc:
-                return _fail(
-                    name,
-                    f"no microphone: {str(exc).splitlines()[0]}",
-                    "plug in a USB microphone or enable the sound HAT (its dtoverlay= in "
-                    "/boot/firmware/config.txt) until `arecord -l` lists it; then set "
-                    "audio.input_device from `edge-daemon devices`",
-                )
-            label = f"{device['name']} (#{device['index']})"
-            try:
-                stream = pa.open(
-                    format=module.paInt16,
-                    channels=1,
-                    rate=MIC_RATE,
-                    input=True,
-                    input_device_index=device["index"],
-                    frames_per_buffer=MIC_RATE // 25,
-                )
-            except (OSError, ValueError) as exc:
-                return _fail(
-                    name,
-                    f"{label} does not open at {MIC_RATE} Hz mono 16-bit: {exc}",
-                    "use the device's plughw: name so ALSA converts the rate (audio.input_device "
-                    '= "plughw:CARD=<card>,DEV=0", see `edge-daemon devices`); the service user '
-                    "must be in the audio group",
-                )
+        with _portaudio(loader, cfg.audio.input_device) as (module, pa):
+            opened = _open_stream(name, module, pa, cfg.audio.input_device, "input", MIC_RATE)
+            if isinstance(opened, Check):
+                return opened
+            opens = f"{opened.label} opens at {_format(opened, MIC_RATE)}"
             try:
                 if not listen:
-                    return _pass(name, f"{label} opens at {MIC_RATE} Hz mono (--listen to hear it)")
+                    return _pass(name, f"{opens}; --listen to hear it")
                 if prompt is not None:
                     prompt("listening for 1 s: say something...")
-                pcm = _read_with_deadline(stream, MIC_RATE, 5.0)
+                pcm = _read_with_deadline(opened.stream, opened.rate, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    stream.close()
+                _close(opened.stream)
     except ImportError as exc:
         return _fail(name, f"PyAudio is not installed ({exc})", _PYAUDIO_FIX)
     except OSError as exc:
-        return _fail(name, f"PortAudio cannot start: {exc}", _PYAUDIO_FIX)
+        return _fail(name, f"PortAudio cannot start or record: {exc}", _PYAUDIO_FIX)
     if pcm is None:
         return _fail(
             name,
-            f"{label} opened but delivered no audio within 5 s",
+            f"{opened.label} opened but delivered no audio within 5 s",
             "the device is stuck or used by another program: sudo fuser -v /dev/snd/*",
         )
     rms, peak = rms_s16(pcm)
     if rms < SILENCE_RMS:
         return _fail(
             name,
-            f"{label} heard only silence for 1 s (RMS {rms:.0f}, peak {peak} of 32767)",
+            f"{opened.label} heard only silence for 1 s (RMS {rms:.0f}, peak {peak} of 32767)",
             "check the mic is plugged in and not muted: alsamixer (F4 shows capture; raise the "
             "gain, unmute with space), and speak while `edge-daemon doctor --listen` runs",
         )
-    return _pass(
-        name, f"{label} opens at {MIC_RATE} Hz and hears sound (RMS {rms:.0f}, peak {peak})"
-    )
+    return _pass(name, f"{opens} and hears sound (RMS {rms:.0f}, peak {peak})")
 
 
-def tone_s16(freq: float = 880.0, seconds: float = 0.4, rate: int = SPEAKER_RATE) -> bytes:
+def tone_s16(
+    freq: float = 880.0, seconds: float = 0.4, rate: int = SPEAKER_RATE, channels: int = 1
+) -> bytes:
     """A quiet sine with 10 ms ramps, so the beep does not click."""
     n = int(seconds * rate)
     ramp = max(1, rate // 100)
     samples = array.array("h")
     for i in range(n):
         gain = min(1.0, i / ramp, (n - 1 - i) / ramp)
-        samples.append(int(0.25 * 32767 * gain * math.sin(2 * math.pi * freq * i / rate)))
+        value = int(0.25 * 32767 * gain * math.sin(2 * math.pi * freq * i / rate))
+        samples.extend([value] * channels)
     return samples.tobytes()
 
 
@@ -592,6 +645,7 @@ def check_speaker(
     *,
     simulate: bool = False,
     beep: bool = False,
+    service_active: bool = False,
     loader: Callable[[], Any] = load_pyaudio,
 ) -> Check:
     name = "speaker"
@@ -599,51 +653,26 @@ def check_speaker(
     if backend != "pyaudio":
         why = " (--simulate)" if simulate and "audio.backend" not in cfg.explicit else ""
         return _skip(name, f"audio.backend is {backend!r}{why}: no speaker is used")
+    if service_active:
+        return _skip(name, _HELD.format(what="the speaker"))
     try:
-        with _portaudio(loader) as (module, pa):
-            from .audio.base import AudioConfigError
-
-            try:
-                device = _pick(pa, cfg.audio.output_device, "output")
-            except AudioConfigError as exc:
-                return _fail(
-                    name,
-                    f"no speaker: {str(exc).splitlines()[0]}",
-                    "connect a speaker (USB, HAT or the headphone jack) until `aplay -l` lists "
-                    "it; then set audio.output_device from `edge-daemon devices`",
-                )
-            label = f"{device['name']} (#{device['index']})"
-            try:
-                stream = pa.open(
-                    format=module.paInt16,
-                    channels=1,
-                    rate=SPEAKER_RATE,
-                    output=True,
-                    output_device_index=device["index"],
-                    frames_per_buffer=SPEAKER_RATE // 25,
-                )
-            except (OSError, ValueError) as exc:
-                return _fail(
-                    name,
-                    f"{label} does not open at {SPEAKER_RATE} Hz mono 16-bit: {exc}",
-                    "use the device's plughw: name so ALSA converts the rate (audio.output_device "
-                    '= "plughw:CARD=<card>,DEV=0", see `edge-daemon devices`)',
-                )
+        with _portaudio(loader, cfg.audio.output_device) as (module, pa):
+            opened = _open_stream(name, module, pa, cfg.audio.output_device, "output", SPEAKER_RATE)
+            if isinstance(opened, Check):
+                return opened
             try:
                 if beep:
-                    stream.write(tone_s16())
+                    opened.stream.write(tone_s16(rate=opened.rate, channels=opened.channels))
             finally:
-                with contextlib.suppress(Exception):
-                    stream.close()
+                _close(opened.stream)
     except ImportError as exc:
         return _fail(name, f"PyAudio is not installed ({exc})", _PYAUDIO_FIX)
     except OSError as exc:
         return _fail(name, f"PortAudio cannot start or play: {exc}", _PYAUDIO_FIX)
+    opens = f"{opened.label} opens at {_format(opened, SPEAKER_RATE)}"
     if beep:
-        return _pass(
-            name, f"{label} opens at {SPEAKER_RATE} Hz and played a beep (did you hear it?)"
-        )
-    return _pass(name, f"{label} opens at {SPEAKER_RATE} Hz mono (--beep plays a tone)")
+        return _pass(name, f"{opens} and played a beep (did you hear it?)")
+    return _pass(name, f"{opens}; --beep plays a tone")
 
 
 # ---------------------------------------------------------------- GPIO
@@ -669,12 +698,18 @@ def board_model(root: Path) -> str:
     return ""
 
 
-PinProbe = Callable[[Sequence[int]], "dict[int, str | None] | None"]
+PinProbe = Callable[[Sequence[int]], dict[int, str | None] | None]
+
+_LGPIO_LINE_IN_USE = 1  # LINE_FLAG_KERNEL: the line is requested (by a program or a driver)
 
 
 def probe_pins_lgpio(pins: Sequence[int]) -> dict[int, str | None] | None:
-    """{pin: None if free, else why not} by claiming each on the Pi's header chip with
-    lgpio; None when lgpio is not installed or finds no header chip."""
+    """{pin: None if free, else who holds it}, read with lgpio from the Pi header's chip;
+    None when lgpio is not installed or finds no header chip.
+
+    It reads each line's flags rather than claiming the line: a claim turns the pin
+    into an input for a moment, which can click a relay wired to it.
+    """
     try:
         lgpio: Any = importlib.import_module("lgpio")
     except ImportError:
@@ -690,14 +725,12 @@ def probe_pins_lgpio(pins: Sequence[int]) -> dict[int, str | None] | None:
                 continue  # the header's chip is pinctrl-bcm2835/-bcm2711/-rp1
             result: dict[int, str | None] = {}
             for pin in pins:
-                try:
-                    lgpio.gpio_claim_input(handle, pin)
-                except Exception as exc:  # lgpio.error "GPIO busy"
-                    result[pin] = str(exc)
-                else:
-                    result[pin] = None
-                    lgpio.gpio_free(handle, pin)
+                _status, _offset, flags, _name, user = lgpio.gpio_get_line_info(handle, pin)
+                used = flags & _LGPIO_LINE_IN_USE
+                result[pin] = f"in use by {user or 'the kernel'!r}" if used else None
             return result
+        except Exception:  # an lgpio too old or too new for these calls: try another way
+            return None
         finally:
             lgpio.gpiochip_close(handle)
     return None
@@ -748,7 +781,7 @@ def check_gpio(
     simulate: bool = False,
     service_active: bool = False,
     gpio_gid: int | None = None,
-    probe: Callable[[Sequence[int]], dict[int, str | None] | None] | None = None,
+    probe: PinProbe | None = None,
 ) -> Check:
     name = "gpio"
     if simulate:
@@ -1076,14 +1109,17 @@ def _service_active(run: Runner, root: Path) -> bool:
 
 
 def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
+    """Every check, in a fixed order and always the same names (scripts rely on them)."""
     m = machine or Machine()
     config, cfg = check_config(opts.config, m.env)
-    checks = [config]
     installed = unit_installed(m.root)
+    checks = [config]
     if cfg is None:
-        checks.append(_skip("api_key", "needs a config that parses"))
-        checks.append(_skip("endpoint", "needs a config that parses"))
+        unchecked = ("api_key", "endpoint", "live", "clock", "microphone", "speaker")
+        checks += [_skip(n, "needs a config that parses") for n in unchecked]
+        checks += [_skip(n, "needs a config that parses") for n in ("gpio", "camera")]
     else:
+        # The built-in fake under --simulate needs no key, no TLS and so no clock.
         fake_endpoint = opts.simulate and not cfg.gemini.endpoint
         key, secret = check_key(
             cfg,
@@ -1094,30 +1130,40 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
         )
         checks.append(key)
         checks.extend(asyncio.run(_network(cfg, secret, opts)))
-    # The clock matters for TLS (and token expiry); the fake under --simulate has neither.
-    fake_endpoint = cfg is not None and opts.simulate and not cfg.gemini.endpoint
-    tls_needed = cfg is None or (default_endpoint(cfg).startswith("wss://") and not fake_endpoint)
-    checks.append(check_clock(m.run, m.root, tls_needed=tls_needed))
-    if cfg is not None:
+        tls_needed = default_endpoint(cfg).startswith("wss://") and not fake_endpoint
+        checks.append(check_clock(m.run, m.root, tls_needed=tls_needed))
+        # What the running service holds (sound card, pins) cannot be opened twice.
+        active = _service_active(m.run, m.root)
         checks.append(
             check_microphone(
-                cfg, simulate=opts.simulate, listen=opts.listen, loader=m.pyaudio, prompt=m.prompt
+                cfg,
+                simulate=opts.simulate,
+                listen=opts.listen,
+                service_active=active,
+                loader=m.pyaudio,
+                prompt=m.prompt,
             )
         )
-        checks.append(check_speaker(cfg, simulate=opts.simulate, beep=opts.beep, loader=m.pyaudio))
+        checks.append(
+            check_speaker(
+                cfg, simulate=opts.simulate, beep=opts.beep, service_active=active, loader=m.pyaudio
+            )
+        )
         checks.append(
             check_gpio(
                 cfg,
                 root=m.root,
                 simulate=opts.simulate,
-                service_active=_service_active(m.run, m.root),
+                service_active=active,
                 gpio_gid=_gpio_gid(),
                 probe=lambda pins: _probe_pins(pins, m.run, m.root),
             )
         )
         checks.append(check_camera(cfg, root=m.root))
-    checks.append(check_service_user(installed=installed or not opts.simulate))
-    checks.append(check_service(m.run, root=m.root, installed=installed or not opts.simulate))
+    # Not installed is a failure on a device, and expected on a desktop under --simulate.
+    expected = installed or not opts.simulate
+    checks.append(check_service_user(installed=expected))
+    checks.append(check_service(m.run, root=m.root, installed=expected))
     return checks
 
 

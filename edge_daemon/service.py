@@ -11,6 +11,8 @@ import signal
 
 from . import systemd
 from .audio import open_audio
+from .audio.base import AudioConfigError, Microphone, Speaker
+from .camera import Camera, CameraConfigError, open_camera
 from .config import Config, ConfigError, Secret, default_endpoint, resolve_secret, with_overrides
 from .control import ControlServer, default_user_socket
 from .daemon import Daemon, State
@@ -18,6 +20,7 @@ from .hardware_setup import attach_hardware
 from .keyboard import keyboard_toggle
 from .live.reconnect import LinkSettings
 from .live.session import Credentials
+from .tools.photo import take_photo_tool
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +84,17 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         systemd.redact(secret.reveal())
         log.info("API key from %s", secret.source, extra={"EDGE_EVENT": "key_source"})
 
-    mic, speaker = open_audio(
-        cfg.audio.backend,
-        input_wav=cfg.audio.input_wav,
-        output_wav=cfg.audio.output_wav,
-        chunk_ms=cfg.audio.chunk_ms,
-        input_device=cfg.audio.input_device,
-        output_device=cfg.audio.output_device,
-        volume=cfg.audio.volume,
+    camera = open_devices_camera(cfg)
+    mic, speaker = open_devices_audio(cfg)
+    daemon = Daemon(
+        cfg,
+        mic=mic,
+        speaker=speaker,
+        link_settings=link_settings(cfg, url, secret),
+        camera=camera,
     )
-    daemon = Daemon(cfg, mic=mic, speaker=speaker, link_settings=link_settings(cfg, url, secret))
+    if camera is not None and cfg.tools.take_photo:
+        daemon.tools.add(take_photo_tool(camera, daemon.send_frame, timeout_s=cfg.tools.timeout_s))
 
     ready = False
 
@@ -98,7 +102,7 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         nonlocal ready
         # In `systemctl status`: the state, and for an error what to fix.
         detail = f": {daemon.link.last_error}" if new is State.ERROR else ""
-        systemd.notify(f"STATUS={new.value}{detail}")
+        systemd.notify_status(f"{new.value}{detail}")
         # Ready once a session is set up, or once it is clear the daemon will
         # keep trying on its own (so `systemctl start` does not hang offline).
         if not ready and new is not State.STARTING:
@@ -141,6 +145,43 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
             loop.remove_signal_handler(sig)
     log.info("stopped", extra={"EDGE_EVENT": "stopped"})
     return 0
+
+
+def open_devices_camera(cfg: Config) -> Camera | None:
+    """The configured camera, or None: a broken camera costs the eyes, not the voice."""
+    try:
+        return open_camera(cfg.camera)
+    except CameraConfigError as exc:
+        log.error(
+            "camera disabled: %s",
+            exc,
+            extra={"EDGE_EVENT": "device_missing", "EDGE_DEVICE": "camera"},
+        )
+        return None
+
+
+def open_devices_audio(cfg: Config) -> tuple[Microphone, Speaker]:
+    """The configured mic and speaker. If they cannot be opened (a USB card
+    unplugged, a wrong name), the daemon still runs without sound, so typed
+    turns, tools and the control socket keep working, and says what to fix."""
+    a = cfg.audio
+    try:
+        return open_audio(
+            a.backend,
+            input_wav=a.input_wav,
+            output_wav=a.output_wav,
+            chunk_ms=a.chunk_ms,
+            input_device=a.input_device,
+            output_device=a.output_device,
+            volume=a.volume,
+        )
+    except AudioConfigError as exc:
+        log.error(
+            "audio unavailable, running without sound until restarted: %s",
+            exc,
+            extra={"EDGE_EVENT": "device_missing", "EDGE_DEVICE": "audio"},
+        )
+        return open_audio("null", chunk_ms=a.chunk_ms)
 
 
 def prepare(cfg: Config, simulate: bool) -> Config:

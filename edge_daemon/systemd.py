@@ -52,6 +52,12 @@ def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
     return True
 
 
+def notify_status(text: str) -> bool:
+    """STATUS= for `systemctl status`. One line: a newline would start another
+    assignment, and the text can carry a server's close reason."""
+    return notify("STATUS=" + " ".join(text.split()))
+
+
 def watchdog_interval_s(env: Mapping[str, str] | None = None) -> float | None:
     """Half of $WATCHDOG_USEC, as systemd recommends; None if no watchdog is set
     or it is meant for another process ($WATCHDOG_PID)."""

@@ -280,14 +280,20 @@ class BootedContainer:
         self._record(nspawn=self.proc.pid, nspawn_start=_start_time(self.proc.pid))
         self.init_pid = wait_until(self._find_init, timeout_s, "the container's systemd")
         self._record(init=self.init_pid, init_start=_start_time(self.init_pid))
+        self.wait_running(timeout_s)
+
+    def wait_running(self, timeout_s: float = 60.0) -> str:
+        """Wait until systemd inside has finished booting; its state, running or degraded."""
         wait_until(
             lambda: self.path("/run/systemd/private").exists(), timeout_s, "systemd's private bus"
         )
+        # --wait blocks until the boot is over: systemd's own event, no polling.
         state = self.run(
             ["systemctl", "is-system-running", "--wait"], check=False, timeout_s=timeout_s
         ).stdout.strip()
         if state not in ("running", "degraded"):
             raise ContainerError(f"the container did not boot: {state}\n{self.console_text()}")
+        return state
 
     def _find_init(self) -> int | None:
         assert self.proc is not None

@@ -429,6 +429,7 @@ def test_security_exposure_is_at_most_3(installed: Installed) -> None:
     out = installed.c.run(["systemd-analyze", "security", "--no-pager", UNIT]).stdout
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
     assert m, out[-2000:]
+    print(f"systemd-analyze security {UNIT}: {m[1]}")  # shown with -rP / -s
     assert float(m[1]) <= 3.0, out[-3000:]
 
 

@@ -425,6 +425,39 @@ async def test_opencv_problems_are_named() -> None:
             await cam.start()
 
 
+async def test_a_hung_camera_times_out_and_is_never_entered_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from edge_daemon.camera import base
+
+    monkeypatch.setattr(base, "CAPTURE_TIMEOUT_S", 0.05)
+    unstick = threading.Event()
+    grabs: list[int] = []
+
+    class Stuck(base.ThreadedCamera):
+        def _open(self) -> None:
+            return None
+
+        def _grab(self) -> bytes:
+            grabs.append(1)
+            unstick.wait(TIMEOUT)  # a driver that stopped delivering frames
+            return solid((32, 32), (5, 5, 5))
+
+    cam = Stuck()
+    with pytest.raises(CameraError, match="took over"):
+        await cam.capture()
+    with pytest.raises(CameraError, match="hung"):
+        await cam.capture()
+    assert len(grabs) == 1, "no second thread on a hung device"
+    unstick.set()
+    assert cam._grabbing is not None
+    await asyncio.wait_for(asyncio.wait({cam._grabbing}), TIMEOUT)  # the abandoned worker returns
+    assert image_size(await cam.capture()) == (32, 32)
+    await cam.close()
+
+
 def test_open_camera_backends() -> None:
     assert open_camera(CameraConfig()) is None  # backend "none"
     cam = open_camera(CameraConfig(backend="picamera2", device="1", width=1280, height=960))

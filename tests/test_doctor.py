@@ -361,8 +361,14 @@ class FakeStream:
 class FakePyAudio:
     paInt16 = 8
 
-    def __init__(self, devices: list[dict[str, Any]], pcm: bytes = b"\0\0", open_error: str = ""):
-        self.devices, self.pcm, self.open_error = devices, pcm, open_error
+    def __init__(
+        self,
+        devices: list[dict[str, Any]],
+        pcm: bytes = b"\0\0",
+        open_error: str = "",
+        rates: tuple[int, ...] = (16000, 24000, 48000),
+    ) -> None:
+        self.devices, self.pcm, self.open_error, self.rates = devices, pcm, open_error, rates
         self.opened: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
         self.terminated = False
@@ -391,6 +397,11 @@ class FakePyAudio:
 
     def get_default_output_device_info(self) -> dict[str, Any]:
         return self._default("maxOutputChannels")
+
+    def is_format_supported(self, rate: int, **kwargs: Any) -> bool:
+        if rate not in self.rates:
+            raise ValueError("Invalid sample rate", -9997)
+        return True
 
     def open(self, **kwargs: Any) -> FakeStream:
         if self.open_error:
@@ -437,11 +448,24 @@ def test_mic_opens_at_16_khz_on_the_configured_device(tmp_path: Path) -> None:
     assert pa.streams[0].closed
 
 
-def test_mic_that_will_not_open_at_16_khz_fails_with_plughw_advice(tmp_path: Path) -> None:
-    pa = FakePyAudio([USB_MIC], open_error="Invalid sample rate")
+def test_mic_that_only_does_48_khz_is_opened_there_like_the_daemon_does(tmp_path: Path) -> None:
+    pa = FakePyAudio([USB_MIC], rates=(48000,))
     check = doctor.check_microphone(cfg_from(tmp_path, PYAUDIO), loader=lambda: pa)
-    assert check.status == "FAIL" and "Invalid sample rate" in check.detail
-    assert "plughw" in check.fix
+    assert check.status == "PASS" and "converts to 16000 Hz" in check.detail
+    assert pa.opened[0]["rate"] == 48000
+
+
+def test_mic_with_no_usable_rate_fails_with_plughw_advice(tmp_path: Path) -> None:
+    pa = FakePyAudio([USB_MIC], rates=())
+    check = doctor.check_microphone(cfg_from(tmp_path, PYAUDIO), loader=lambda: pa)
+    assert check.status == "FAIL" and "plughw" in check.fix
+
+
+def test_mic_held_by_another_program_fails(tmp_path: Path) -> None:
+    pa = FakePyAudio([USB_MIC], open_error="Device unavailable")
+    check = doctor.check_microphone(cfg_from(tmp_path, PYAUDIO), loader=lambda: pa)
+    assert check.status == "FAIL" and "Device unavailable" in check.detail
+    assert "fuser" in check.fix
 
 
 def test_listening_to_silence_fails(tmp_path: Path) -> None:
@@ -469,6 +493,17 @@ def test_audio_checks_skip_what_simulate_replaces(tmp_path: Path) -> None:
     assert doctor.check_speaker(cfg, simulate=True, loader=never).status == "SKIP"
     wav = cfg_from(tmp_path, {"audio": {"backend": "wav"}})
     assert doctor.check_microphone(wav, loader=never).status == "SKIP"
+
+
+def test_sound_card_held_by_the_running_service_is_not_opened(tmp_path: Path) -> None:
+    def never() -> Any:
+        raise AssertionError("the service holds the card")
+
+    cfg = cfg_from(tmp_path, PYAUDIO)
+    mic = doctor.check_microphone(cfg, service_active=True, loader=never)
+    speaker = doctor.check_speaker(cfg, service_active=True, loader=never)
+    assert mic.status == speaker.status == "SKIP"
+    assert "sudo systemctl stop edge-daemon" in mic.detail
 
 
 def test_speaker_beep_plays_a_tone_at_24_khz(tmp_path: Path) -> None:
@@ -858,3 +893,15 @@ def test_real_mic_hearing_silence_fails(tmp_path: Path) -> None:
     checks = _real_audio_doctor(tmp_path, _alsa_home(tmp_path, bytes(2 * 16000 * 2)))
     assert checks["microphone"]["status"] == "FAIL"
     assert "silence" in checks["microphone"]["detail"]
+
+
+def test_a_broken_config_still_lists_every_check(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[audio\n")
+    machine = doctor.Machine(root=fake_root(tmp_path), run=FakeRunner(), env={})
+    broken = doctor.run_checks(doctor.Options(config=str(bad)), machine)
+    good = write_config(tmp_path / "good.toml", {"logging": {"level": "info"}})
+    fine = doctor.run_checks(doctor.Options(config=str(good), simulate=True), machine)
+    assert [c.name for c in broken] == [c.name for c in fine]
+    assert broken[0].status == "FAIL"
+    assert {c.status for c in broken[1:-2]} == {"SKIP"}

@@ -86,7 +86,8 @@ class FaultRig:
     mic: NumberedMicrophone
     lamp: Lamp
     task: asyncio.Task[None] | None = None
-    talk_chunks: list[int] = field(default_factory=list)  # (first, last) chunk of the last turn
+    talk_chunks: list[int] = field(default_factory=list)  # the numbers of the last turn's chunks
+    _first: int = 0  # the first chunk of the turn being spoken
 
     async def until(self, cond: Callable[[], object], timeout_s: float = 10.0) -> None:
         """Wait for a condition, re-checked whenever the daemon's state or the
@@ -157,6 +158,10 @@ class FaultRig:
         await self.fake.wait_for(lambda f: len(f.turns) > turns and f.turns[-1].completed)
         await self.state(State.IDLE)
         assert self.fake.protocol_violations == []
+        for conn in self.fake.connections:
+            if conn.setup is not None:  # every setup asks for handles and compression
+                assert "sessionResumption" in conn.setup
+                assert conn.setup["contextWindowCompression"] == {"slidingWindow": {}}
 
 
 def fault_settings(url: str, **overrides: float) -> LinkSettings:
@@ -304,6 +309,14 @@ async def test_close_1011_retries_fast_with_the_handle() -> None:
         assert r.daemon.link.last_close_code == 1011
         assert 0.0 <= (r.daemon.link.last_delay_s or 0.0) <= 0.1  # the short backoff
         await r.healthy()
+
+
+async def test_context_window_compression_can_be_turned_off() -> None:
+    async with fault_rig(cfg={"gemini.context_window_compression": False}) as r:
+        await r.fake.drop_connection()
+        new = await r.connected(2)
+        assert new.setup is not None and "contextWindowCompression" not in new.setup
+        assert new.setup["sessionResumption"] == {"handle": new.resumed_from}
 
 
 # --------------------------------------------------------------------------- config errors

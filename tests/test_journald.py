@@ -72,7 +72,7 @@ def journald() -> Iterator[None]:
 
 
 def journal(*matches: str) -> tuple[list[dict[str, Any]], str]:
-    """Entries matching ``matches`` (FIELD=value), and the raw output."""
+    """Entries matching ``matches`` (FIELD=value, or options), and the raw output."""
     # Ask journald to write out what it has received; older versions lack it.
     subprocess.run(["journalctl", "--sync"], capture_output=True, timeout=30)
     out = subprocess.run(
@@ -103,6 +103,8 @@ def of(entries: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
 async def test_daemon_logs_structured_records_to_the_journal_and_never_the_key(
     journald: None, fake: FakeGemini, spawn_daemon: Any
 ) -> None:
+    # The journal outlives test runs and PIDs get reused: only this run's records.
+    since = f"--since=@{int(time.time()) - 1}"
     d = spawn_daemon(
         {
             "gemini": {"endpoint": fake.url},
@@ -126,9 +128,7 @@ async def test_daemon_logs_structured_records_to_the_journal_and_never_the_key(
     await d.wait_state("idle")
     d.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(d.proc.wait, 15) == 0
-    pid = f"_PID={d.proc.pid}"
-
-    mine = ("SYSLOG_IDENTIFIER=edge-daemon", pid)
+    mine = (since, "SYSLOG_IDENTIFIER=edge-daemon", f"_PID={d.proc.pid}")
     entries, raw = await entries_until(mine, lambda es: of(es, "stopped"))
     assert SECRET not in raw
     assert "edge-daemon: " not in d.log()  # nothing fell back to stderr

@@ -47,6 +47,7 @@ class Datagrams:
         self.sock.bind(str(path))
         self.sock.settimeout(0.05)
         self.got: list[tuple[float, str]] = []
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -57,7 +58,20 @@ class Datagrams:
                 data = self.sock.recv(4096)
             except TimeoutError:
                 continue
-            self.got.append((time.monotonic(), data.decode()))
+            with self._arrived:
+                self.got.append((time.monotonic(), data.decode()))
+                self._arrived.notify_all()
+
+    def wait(self, count: int, message: str | None = None, timeout_s: float = 5.0) -> None:
+        """Block until ``count`` datagrams (equal to ``message``, if given) arrived."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(
+                lambda: len(self.messages(message)) >= count, timeout_s
+            )
+        assert arrived, f"waited for {count} x {message or 'any'}; got {self.got}"
+
+    def messages(self, message: str | None = None) -> list[str]:
+        return [data for _, data in self.got if message is None or data == message]
 
     def close(self) -> None:
         self._stop.set()
@@ -78,25 +92,24 @@ def datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Datag
         d.close()
 
 
-async def until(cond: Any, timeout_s: float = 5.0) -> None:
-    """Datagrams arrive on a thread with no loop to wake: poll for them."""
-    async with asyncio.timeout(timeout_s):
-        while not cond():  # noqa: ASYNC110 - nothing to wait on across the thread
-            await asyncio.sleep(0.01)
-
-
 def test_notify_sends_one_datagram_and_is_a_no_op_without_a_socket(
     datagrams: Datagrams, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert systemd.notify("READY=1")
     assert systemd.notify("STATUS=idle")
-    deadline = time.monotonic() + 5
-    while len(datagrams.got) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert [data for _, data in datagrams.got] == ["READY=1", "STATUS=idle"]
+    datagrams.wait(2)
+    assert datagrams.messages() == ["READY=1", "STATUS=idle"]
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert not systemd.notify("READY=1")
     assert not systemd.notify("READY=1", {"NOTIFY_SOCKET": "/nonexistent/socket"})
+
+
+def test_status_is_one_line_whatever_the_server_said(datagrams: Datagrams) -> None:
+    # A close reason is the server's text: a newline in it must not become a
+    # second assignment (READY=1, MAINPID=...) in the datagram.
+    assert systemd.notify_status("error: closed 1008 'bad\nREADY=1\r\n  key'")
+    datagrams.wait(1)
+    assert datagrams.messages() == ["STATUS=error: closed 1008 'bad READY=1 key'"]
 
 
 def test_notify_reaches_an_abstract_socket() -> None:
@@ -132,7 +145,7 @@ async def test_watchdog_pings_from_the_loop_and_stop_when_it_hangs(
     interval, block_s = 0.02, 0.5
     task = asyncio.create_task(systemd.watchdog_loop(interval))
     try:
-        await until(lambda: len(datagrams.times("WATCHDOG=1")) >= 5)
+        await asyncio.to_thread(datagrams.wait, 5, "WATCHDOG=1")
         blocked: dict[str, float] = {}
 
         def hang() -> None:
@@ -144,7 +157,7 @@ async def test_watchdog_pings_from_the_loop_and_stop_when_it_hangs(
         asyncio.get_running_loop().call_soon(hang)
         await asyncio.sleep(0)  # hang() runs now; this task resumes after it
         after = len(datagrams.times("WATCHDOG=1"))
-        await until(lambda: len(datagrams.times("WATCHDOG=1")) >= after + 3)
+        await asyncio.to_thread(datagrams.wait, after + 3, "WATCHDOG=1")
     finally:
         task.cancel()
     pings = datagrams.times("WATCHDOG=1")

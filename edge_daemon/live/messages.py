@@ -296,7 +296,7 @@ def _decode_inline(data: Any, where: str) -> bytes:
     try:
         # strict: the lenient decoder silently skips junk and returns garbage audio
         return binascii.a2b_base64(data, strict_mode=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a plain ValueError for non-ASCII text
         raise MalformedMessage(f"{where}.data: invalid base64 ({exc})") from None
 
 
@@ -369,7 +369,7 @@ def parse_server_message(frame: bytes | str) -> list[ServerEvent]:
     """
     try:
         msg = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting recurses
         raise MalformedMessage(f"not JSON: {exc}") from None
     msg = _obj(msg, "message")
     out: list[ServerEvent] = []

@@ -282,6 +282,7 @@ class ChaosRun:
         self.report = ChaosReport(seed, self.plan)
         self.executed: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()  # filled by SentAnswers
+        self._quiet_from = 1 << 30  # the first connection opened after the faults stopped
         self._token = 0
 
     def token(self) -> str:
@@ -401,12 +402,22 @@ class ChaosRun:
         self.fake.script_turn(tool_calls=self.calls(self.rng.randint(1, 2)), reply_pcm=SHORT_REPLY)
         await self.talk()
 
+    def set_up(self) -> bool:
+        """The fake's connection has sent setupComplete: a client ignores what
+        comes before it, so a tool call issued earlier is not one it owes."""
+        conn = self.fake.active
+        return conn is not None and any("setupComplete" in msg for msg in conn.sent)
+
     async def direct_tool_call(self) -> None:
+        if not self.set_up():
+            return
         ids = await self.fake.tool_call(self.calls(self.rng.randint(1, 3)))
         answered = Counter(r.get("id") for r in self.fake.tool_responses)
         await self.until(lambda: all(answered[i] for i in ids) or not self.fake.active, 0.5)
 
     async def cancelled_tool_call(self) -> None:
+        if not self.set_up():
+            return
         ids = await self.fake.tool_call(
             [("slow_tool", {"token": self.token(), "s": self.rng.uniform(0.05, 0.3)})]
         )
@@ -439,11 +450,18 @@ class ChaosRun:
         """Live, on a connection with no goAway or close pending: a turn on it
         can only be cut by a daemon fault, not by the server's schedule."""
         conn = self.fake.active
-        return self.live() and conn is not None and all(t.done() for t in conn.tasks)
+        return (
+            self.live()
+            and conn is not None
+            and (conn.index >= self._quiet_from or all(t.done() for t in conn.tasks))
+        )
 
     async def settle(self) -> None:
         """Faults off: the daemon must heal by itself, then answer a clean turn."""
-        self.fake.go_away_after_s = None  # new connections live on; pending goAways still run
+        # New connections get no goAway (the fake reads the knob again after its
+        # sleep, so it must stay a number); pending ones still run their course.
+        self.fake.go_away_after_s = 1e9
+        self._quiet_from = len(self.fake.connections)
         if not await self.until(self.quiet_connection, 10.0):
             self.fail(
                 f"did not return to a live session after the faults stopped: state="
@@ -459,9 +477,7 @@ class ChaosRun:
             self.fail("the final, fault-free turn's audio never reached the server")
             return
         answered = await self.until(
-            lambda: len(self.fake.turns) > turns
-            and self.fake.turns[-1].completed
-            and self.live(),
+            lambda: len(self.fake.turns) > turns and self.fake.turns[-1].completed and self.live(),
             10.0,
         )
         if not answered:
@@ -513,7 +529,9 @@ class ChaosRun:
                 continue
             if conn.open and self.proxy.tool_calls_delivered[call_id]:
                 self.fail(f"{call_id} reached the daemon on a live connection, never answered")
-            elif self.executed[tokens.get(call_id, "")] and self.proxy.tool_calls_delivered[call_id]:
+            elif (
+                self.executed[tokens.get(call_id, "")] and self.proxy.tool_calls_delivered[call_id]
+            ):
                 # It ran from an intact frame (a mangled id ran it under another name).
                 fresh_after = any(
                     c.index > conn.index and c.setup is not None and c.resumed_from is None

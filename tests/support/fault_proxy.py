@@ -160,11 +160,13 @@ def corrupt(frame: bytes, rng: random.Random) -> bytes | str:
         for _ in range(rng.randint(1, 4)):
             i = rng.randrange(len(data))
             data[i] ^= 1 << rng.randrange(8)
+        if data == frame:  # two flips of the same bit cancelled out
+            data[0] ^= 0x20
         return bytes(data)
     if how == 1:  # junk bytes
         return rng.randbytes(rng.randint(0, 64))
-    if how == 2:  # the right text as a text frame with a lone surrogate-free oddity
-        return frame.decode("utf-8", "replace") + rng.choice(["", " ", "\n", "\x00", "}"])
+    if how == 2:  # the text with trailing junk, as a text frame
+        return frame.decode("utf-8", "replace") + rng.choice(["}", "\x00", ",", "]", "x"])
     try:
         msg = json.loads(frame)
     except ValueError:

@@ -1,0 +1,97 @@
+"""The camera in the daemon: frames while talking, compression forced on, take_photo."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator
+from io import BytesIO
+from pathlib import Path
+
+from conftest import SECRET
+from PIL import Image
+from test_daemon import Rig, settings, turn
+
+from edge_daemon.audio.null import NullMicrophone, NullSpeaker
+from edge_daemon.camera.files import FileCamera
+from edge_daemon.config import Config, with_overrides
+from edge_daemon.daemon import Daemon, State
+from edge_daemon.fake_gemini import FakeGemini
+from edge_daemon.tools.photo import take_photo_tool
+
+
+def jpeg_file(path: Path, size: tuple[int, int]) -> Path:
+    Image.new("RGB", size, (200, 80, 20)).save(path, "JPEG", quality=80)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def camera_rig(image: Path, overrides: dict) -> AsyncIterator[Rig]:
+    fake = FakeGemini(api_key=SECRET, pace=1.0)
+    await fake.start()
+    cfg = with_overrides(Config(), {"audio.backend": "null", **overrides})
+    camera = FileCamera(str(image), max_side=cfg.camera.max_side, jpeg_quality=75)
+    daemon = Daemon(
+        cfg,
+        mic=NullMicrophone(chunk_ms=40),
+        speaker=NullSpeaker(),
+        link_settings=settings(fake.url),
+        camera=camera,
+    )
+    daemon.tools.add(take_photo_tool(camera, daemon.send_frame))
+    task = asyncio.create_task(daemon.run())
+    r = Rig(fake, daemon, task)
+    try:
+        await r.state(State.IDLE)
+        yield r
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+        await fake.stop()
+
+
+def sizes_of_frames(fake: FakeGemini) -> list[tuple[int, int]]:
+    out = []
+    for msg in fake.messages_of("video"):
+        data = base64.b64decode(msg["realtimeInput"]["video"]["data"])
+        out.append(Image.open(BytesIO(data)).size)
+    return out
+
+
+async def test_frames_flow_only_while_talking_and_compression_is_forced_on(tmp_path: Path) -> None:
+    image = jpeg_file(tmp_path / "big.jpg", (3000, 2000))
+    overrides = {
+        "gemini.context_window_compression": False,
+        "camera.backend": "file",
+        "camera.interval_s": 1.0,
+    }
+    async with camera_rig(image, overrides) as r:
+        setup = r.fake.connections[0].setup
+        assert setup["contextWindowCompression"] == {"slidingWindow": {}}
+        assert r.fake.count("video") == 0  # idle: no frames
+        await turn(r, seconds_of_audio=1.2)  # press kicks a frame at once, then 1/s
+        await r.fake.wait_for(lambda f: f.count("video") >= 2, 10)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 20)
+        await r.state(State.IDLE)
+    sizes = sizes_of_frames(r.fake)
+    assert sizes and all(max(s) <= 1024 for s in sizes)
+    assert sizes[0] == (1024, 683)
+    assert not [v for v in r.fake.protocol_violations if "video" in v]
+
+
+async def test_take_photo_sends_one_fresh_frame_and_answers(tmp_path: Path) -> None:
+    image = jpeg_file(tmp_path / "small.jpg", (640, 480))
+    async with camera_rig(image, {"camera.backend": "file"}) as r:
+        declared = [
+            d["name"]
+            for t in r.fake.connections[0].setup.get("tools", [])
+            for d in t["functionDeclarations"]
+        ]
+        assert "take_photo" in declared
+        (call_id,) = await r.fake.tool_call([("take_photo", {})])
+        await r.fake.wait_for(lambda f: f.tool_responses, 10)
+        (resp,) = r.fake.tool_responses
+        assert resp["id"] == call_id
+        assert resp["response"]["output"] == {"sent": True, "width": 640, "height": 480}
+        assert r.fake.count("video") == 1

@@ -1,0 +1,230 @@
+"""The fault suite: hundreds of seeded runs of a daemon talking to the fake
+Gemini through a proxy that drops, delays, truncates, duplicates and corrupts
+frames and kills connections (tests/support/chaos.py says what each run must
+show); the proxy's own contract; the bugs the suite found, pinned as
+deterministic regressions; and proof that the suite fails a broken daemon.
+
+Default: 200 seeds, about half a minute on 2 cores. Longer:
+``EDGE_FAULT_SEEDS=2000 python -m pytest tests/test_fault_injection.py``
+(``EDGE_FAULT_FIRST_SEED`` shifts the range). A failing seed prints its actions,
+faults, history and last log lines; rerun it alone with
+``EDGE_FAULT_FIRST_SEED=<seed> EDGE_FAULT_SEEDS=1``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from support.chaos import ChaosReport, run_seeds
+from support.fault_proxy import Action, FaultPlan, corrupt
+from support.rig import daemon_rig
+
+from edge_daemon.daemon import Daemon, State
+from edge_daemon.fake_gemini import tone_pcm
+from edge_daemon.live import messages as m
+from edge_daemon.live.reconnect import LinkState
+from edge_daemon.live.session import LiveSession
+
+SEEDS = int(os.environ.get("EDGE_FAULT_SEEDS", "200"))
+FIRST_SEED = int(os.environ.get("EDGE_FAULT_FIRST_SEED", "0"))
+# Seeds per test: small enough that one test stays well inside the timeout,
+# large enough that the loop runs many daemons at once.
+CHUNK = 50
+WIDTH = 25
+
+
+def _chunks() -> list[range]:
+    stop = FIRST_SEED + SEEDS
+    return [range(s, min(s + CHUNK, stop)) for s in range(FIRST_SEED, stop, CHUNK)]
+
+
+def _explain(reports: list[ChaosReport]) -> str:
+    bad = [r for r in reports if not r.ok]
+    text = "\n".join(r.describe() for r in bad[:5])
+    return f"{len(bad)} of {len(reports)} seeds failed:\n{text}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seeds", _chunks(), ids=lambda r: f"seeds{r.start}-{r.stop - 1}")
+async def test_daemon_survives_seeded_faults(seeds: range) -> None:
+    reports = await run_seeds(list(seeds), width=WIDTH, log_tail=120)
+    assert all(r.ok for r in reports), _explain(reports)
+    if len(seeds) >= 20:
+        # The runs must have been hostile and busy, or passing would mean nothing.
+        seen: Counter[str] = Counter()
+        for r in reports:
+            seen.update(r.faults)
+        for kind in ("drop", "delay", "truncate", "duplicate", "corrupt", "kill"):
+            assert seen[f"down:{kind}"] > 0, f"no down:{kind} fault in {len(seeds)} seeds"
+        assert seen["up:corrupt"] + seen["up:kill"] > 0
+        assert sum(r.tool_answers for r in reports) > len(seeds)  # tool traffic flowed
+        assert sum(r.connections for r in reports) > 2 * len(seeds)  # links were rebuilt
+
+
+# ---------------------------------------------------------------------------- the proxy
+
+
+def test_fault_plan_decisions_are_reproducible_from_the_seed() -> None:
+    plan = FaultPlan.random(random.Random(7))
+    assert plan == FaultPlan.random(random.Random(7))
+    a, b = random.Random(42), random.Random(42)
+    seq_a = [plan.choose(a, downstream=i % 3 != 0) for i in range(2000)]
+    seq_b = [plan.choose(b, downstream=i % 3 != 0) for i in range(2000)]
+    assert seq_a == seq_b
+    # Client frames are never silently dropped, truncated or duplicated (TCP would not).
+    up = {plan.choose(a, downstream=False) for _ in range(5000)}
+    assert up <= {Action.DELIVER, Action.DELAY, Action.CORRUPT, Action.KILL}
+
+
+def test_corruption_always_changes_the_frame() -> None:
+    rng = random.Random(3)
+    frame = b'{\n  "serverContent": {\n    "turnComplete": true\n  }\n}'
+    outputs = [corrupt(frame, rng) for _ in range(300)]
+    assert all((o.encode() if isinstance(o, str) else o) != frame for o in outputs)
+    # Some damage is still JSON of the wrong shape, some is not JSON at all.
+    readable = 0
+    for o in outputs:
+        try:
+            m.parse_server_message(o)
+            readable += 1
+        except m.MalformedMessage:
+            pass
+    assert 0 < readable < len(outputs)
+
+
+async def test_proxy_without_faults_is_transparent_and_mirrors_close_codes() -> None:
+    async with daemon_rig(proxy_plan=FaultPlan()) as r:
+        assert r.proxy is not None and r.proxy.connections
+        await r.turn()
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+        await r.state(State.IDLE)
+        assert r.fake.protocol_violations == []
+        # The fake's close code reaches the daemon unchanged through the proxy.
+        await r.fake.close_connection(1007, "Request contains an invalid argument.")
+        await r.until(lambda: r.daemon.link.state is LinkState.CONFIG_ERROR)
+        assert r.daemon.link.last_close_code == 1007
+        await r.until(lambda: r.daemon.link.state is LinkState.CONNECTED)
+
+
+async def test_proxy_kill_looks_like_a_wifi_drop_and_the_session_resumes() -> None:
+    async with daemon_rig(proxy_plan=FaultPlan()) as r:
+        assert r.proxy is not None
+        await r.until(lambda: r.daemon.link.resumption.handle is not None)
+        r.proxy.kill_all()
+        await r.fake.wait_for(lambda f: len(f.connections) == 2 and f.connections[1].setup)
+        assert r.daemon.link.last_close_code == 1006
+        assert r.fake.connections[1].resumed_from is not None
+        await r.state(State.IDLE)
+
+
+# ------------------------------------------------------- regressions the fault suite found
+
+
+async def test_connection_lost_mid_answer_plays_out_and_settles_idle() -> None:
+    # Found by seed 4: the answer died with the socket, no turnComplete could
+    # come, and the daemon showed "speaking" until the next button press.
+    async with daemon_rig(pace=1.0) as r:
+        r.fake.script_turn(reply_pcm=tone_pcm(440.0, 5.0))
+        await r.turn()
+        await r.state(State.SPEAKING)
+        await r.fake.wait_for(lambda f: f.turns[-1].audio_sent_bytes >= 9600)
+        await r.fake.drop_connection()
+        await r.fake.wait_for(lambda f: len(f.connections) == 2 and f.connections[1].setup)
+        await r.state(State.IDLE, 5)
+
+
+async def test_answer_that_stops_without_turn_complete_is_a_stall() -> None:
+    # A server that stops mid-answer (or a turnComplete lost in a bad frame)
+    # used to leave the daemon "speaking" forever: the stall timer stopped at
+    # the first audio chunk.
+    async with daemon_rig(pace=1.0, overrides={"link.response_timeout_s": 1.0}) as r:
+        r.fake.script_turn(delay_s=60)  # the fake itself never answers this turn
+        r.daemon.press("test")
+        r.daemon.release("test")
+        await r.state(State.THINKING)
+        pcm = base64.b64encode(tone_pcm(440.0, 0.2)).decode()
+        inline = {"mimeType": "audio/pcm;rate=24000", "data": pcm}
+        await r.fake.send({"serverContent": {"modelTurn": {"parts": [{"inlineData": inline}]}}})
+        await r.state(State.SPEAKING)
+        await r.until(lambda: r.daemon.counters.stalls == 1, 5)
+        await r.state(State.IDLE, 5)
+
+
+async def test_server_hung_after_the_transcript_is_a_stall() -> None:
+    # Any server message used to stop the stall timer, so a server that sent
+    # the input transcript and then hung left the daemon "thinking" forever.
+    async with daemon_rig(overrides={"link.response_timeout_s": 1.0}) as r:
+        r.fake.script_turn(delay_s=60)
+        await r.turn()
+        await r.fake.wait_for(lambda f: f.count("inputTranscription", sent=True) == 1)
+        await r.until(lambda: r.daemon.counters.stalls == 1, 5)
+        await r.state(State.IDLE, 5)
+        assert r.daemon.link.state is LinkState.CONNECTED
+
+
+async def test_tool_cancelled_after_a_short_tap_still_ends_the_turn() -> None:
+    # Found by seed 150: a tap released while a blocking call ran held back its
+    # audio and activityEnd; the server's cancellation then cancelled the tool
+    # task before it could send them, and the user's turn never ended.
+    async with daemon_rig() as r:
+        (call_id,) = await r.fake.tool_call([("slow_tool", {"token": "t1", "s": 30})])
+        await r.until(lambda: r.executed["t1"] == 1)
+        r.daemon.press("test")
+        await r.fake.wait_for(lambda f: f.count("activityStart") == 1)
+        r.daemon.release("test")
+        await r.fake.cancel_tool_calls([call_id])
+        await r.fake.wait_for(lambda f: f.count("activityEnd") == 1, 5)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 5)
+        await r.state(State.IDLE)
+
+
+# ------------------------------------------------------- the suite can fail
+
+
+class TwiceAnsweringDaemon(Daemon):
+    """Broken on purpose: runs every tool call, and sends its answer, twice."""
+
+    async def _run_tool(self, *args: Any) -> None:
+        await super()._run_tool(*args)
+        await super()._run_tool(*args)
+
+
+class GoAwayCrashingDaemon(Daemon):
+    """Broken on purpose: a goAway escapes the event handler as an exception."""
+
+    def _on_event(self, session: LiveSession, ev: m.ServerEvent) -> None:
+        if isinstance(ev, m.GoAway):
+            raise KeyError("timeLeft")
+        super()._on_event(session, ev)
+
+
+class SpeakingForeverDaemon(Daemon):
+    """Broken on purpose: ignores turnComplete, as the daemon did after a lost one."""
+
+    def _on_event(self, session: LiveSession, ev: m.ServerEvent) -> None:
+        if not isinstance(ev, m.TurnComplete):
+            super()._on_event(session, ev)
+
+
+@pytest.mark.parametrize(
+    ("broken", "symptoms"),
+    [
+        (TwiceAnsweringDaemon, ("more than once", "executed 2 times")),
+        (GoAwayCrashingDaemon, ("raised", "unhandled")),
+        (SpeakingForeverDaemon, ("live session", "not answered")),
+    ],
+    ids=["answers-twice", "crashes-on-goaway", "never-finishes-a-turn"],
+)
+async def test_the_fault_suite_fails_a_broken_daemon(
+    broken: type[Daemon], symptoms: tuple[str, ...]
+) -> None:
+    reports = await run_seeds(list(range(16)), width=16, daemon_factory=broken)
+    failures = [f for r in reports for f in r.failures]
+    assert any(s in f for f in failures for s in symptoms), (
+        f"{broken.__name__} passed the fault suite; failures seen: {failures[:5]}"
+    )
