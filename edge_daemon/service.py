@@ -122,11 +122,26 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown, sig.name)
 
-    attach_hardware(daemon, cfg, simulate=simulate)
     control = ControlServer(cfg.control.socket, daemon.control)
-    watchdog: asyncio.Task[None] | None = None
     try:
         await control.start()
+    except (OSError, RuntimeError) as exc:
+        # Restarting will not fix a socket path that cannot be bound (or a
+        # second daemon already running): say so and stop for good.
+        log.error(
+            "control socket %s: %s (see control.socket)",
+            cfg.control.socket,
+            exc,
+            extra={"EDGE_EVENT": "control_failed"},
+        )
+        await mic.close()
+        await speaker.close()
+        if fake is not None:
+            await fake.stop()
+        return EXIT_CONFIG
+    attach_hardware(daemon, cfg, simulate=simulate)
+    watchdog: asyncio.Task[None] | None = None
+    try:
         interval = systemd.watchdog_interval_s()
         if interval:
             watchdog = loop.create_task(systemd.watchdog_loop(interval), name="watchdog")

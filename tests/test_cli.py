@@ -117,3 +117,21 @@ def test_keyboard_is_inactive_without_a_terminal(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--version"], ["run", "--help"], ["ctl", "--help"]])
 def test_help_and_version(args: list[str]) -> None:
     assert run_cli(*args).returncode == 0
+
+
+def test_second_daemon_on_the_same_socket_exits_78_without_traceback(tmp_path: Path) -> None:
+    sock = tmp_path / "taken.sock"
+    import socket as sk
+
+    holder = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    holder.bind(str(sock))
+    holder.listen(1)
+    try:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[control]\nsocket = "{sock}"\nkeyboard = false\n')
+        result = run_cli("run", "--simulate", "--config", str(cfg))
+    finally:
+        holder.close()
+    assert result.returncode == 78
+    assert "another edge-daemon is listening" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
