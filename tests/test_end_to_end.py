@@ -151,3 +151,24 @@ async def test_tool_calls_drive_mock_pins_end_to_end(
     log = daemon.log()
     # Shutdown put the relay back in its safe state, and said so.
     assert "EDGE_EVENT=relay_off EDGE_TOOL=garden_pump EDGE_PIN=27 EDGE_CAUSE=shutdown" in log
+
+
+async def test_missing_audio_device_degrades_to_silence_and_keeps_running(
+    spawn_daemon, daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(daemon_env)
+    env.pop("GEMINI_API_KEY")
+    daemon = spawn_daemon(
+        {"audio": {"backend": "wav", "input_wav": str(tmp_path / "no-such.wav")}},
+        env=env,
+        extra_args=("--simulate",),
+    )
+    await daemon.ready()
+    await daemon.wait_state("idle", 20)
+    # Typed turns still work without sound.
+    assert (await daemon.ctl("say", text="are you there?"))["ok"]
+    await daemon.wait_state("speaking", 20)
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert "audio unavailable" in log and "no-such.wav" in log
+    assert "Traceback" not in log
