@@ -55,6 +55,9 @@ class VirtualButton(Protocol):
 
 # How many past state changes `status` reports: enough to see one whole turn.
 _HISTORY = 32
+# Speech kept through a link outage is sent this much faster than real time:
+# it catches up without a burst the Live API would frown on.
+REPLAY_SPEEDUP = 2.0
 
 
 @dataclass
@@ -128,6 +131,8 @@ class Daemon:
         self._preroll: deque[bytes] = deque(maxlen=round(cfg.audio.preroll_ms / cfg.audio.chunk_ms))
         self._talking = False  # the button is held (or toggled on)
         self._turn_started_in_session = False  # activityStart sent on this socket
+        self._activity_open = False  # an activityStart on this socket awaits its activityEnd
+        self._pump_wake = asyncio.Event()
         self._end_pending = False  # activityEnd owed once the audio before it is out
         self._turn_unacked = False  # ended, but no sign yet that the server heard it
         self._model_turn_open = False  # model output started, no turnComplete yet
@@ -256,7 +261,7 @@ class Daemon:
         if self.ticker is not None:
             self.ticker.kick()  # each turn starts with a fresh look
         self._set_state(State.LISTENING, source)
-        self._spawn(self._pump(), "activityStart")
+        self._pump()
 
     def release(self, source: str = "button") -> None:
         if not self._talking:
@@ -266,7 +271,7 @@ class Daemon:
         self._end_pending = True
         if self._session is not None:
             self._set_state(State.THINKING, source)
-            self._spawn(self._pump(), "activityEnd")
+            self._pump()
         else:
             # Offline: the turn is replayed whole once a session is back.
             self._settle()
@@ -295,6 +300,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 link_task = tg.create_task(self.link.run(), name="link")
                 mic_task = tg.create_task(self._mic_loop(), name="mic")
+                sender_task = tg.create_task(self._sender(), name="sender")
                 camera_task = None
                 if self.ticker is not None and await self._start_camera():
                     camera_task = tg.create_task(self.ticker.run(), name="camera")
@@ -310,6 +316,7 @@ class Daemon:
                     await asyncio.wait_for(asyncio.shield(link_task), 5.0)
                 link_task.cancel()
                 mic_task.cancel()
+                sender_task.cancel()
                 if camera_task is not None:
                     camera_task.cancel()
                 for task in list(self._tool_tasks.values()):
@@ -360,49 +367,80 @@ class Daemon:
                 continue
             self._turn_audio.append(chunk)
             self._turn_total += 1
-            await self._pump()
+            self._pump()
 
-    async def _pump(self) -> None:
-        """Send what the current turn owes the server, in order: activityStart,
-        the audio not yet sent on this socket, then activityEnd once released.
+    def _pump(self) -> None:
+        """Ask the sender to send what the current turn owes the server."""
+        self._pump_wake.set()
 
-        The one place turn traffic goes out, so a press, the mic, a reconnect
-        and a finished tool call can all call it and nothing is sent twice or
-        out of order. Offline, or while a blocking tool call is unanswered
-        (PROTOCOL.md: mic audio then can get the socket closed), it sends
-        nothing and the audio waits in the turn buffer.
-        """
+    async def _sender(self) -> None:
+        """The one place turn traffic goes out, so a press, the mic, a reconnect
+        and a finished tool call can all ask for it and nothing is sent twice
+        or out of order. It runs apart from the mic loop: a slow network then
+        fills the bounded turn buffer, never the microphone's queue."""
+        while True:
+            await self._pump_wake.wait()
+            self._pump_wake.clear()
+            # A close mid-send: the session handler sees it and reconnects.
+            with contextlib.suppress(SessionClosed):
+                await self._send_owed()
+
+    async def _send_owed(self) -> None:
+        """activityStart, the turn's audio not yet sent on this socket, then
+        activityEnd once released. Offline, or while a blocking tool call is
+        unanswered (PROTOCOL.md: mic audio then can get the socket closed), it
+        sends nothing and the audio waits in the turn buffer. A backlog longer
+        than the pre-roll (speech from a link outage) goes at twice real time,
+        not as one burst, as the Live API asks."""
         session = self._session
+        gen = self.counters.turns
         if session is None:
             return
         async with self._send_lock:
             if session is not self._session:
                 return
-            try:
-                if not self._turn_started_in_session:
-                    if not (self._talking or self._end_pending):
-                        return
-                    await session.activity_start()
-                    self._turn_started_in_session = True
-                if self._tool_calls_pending:
-                    self.counters.chunks_buffered += 1
+            if self._activity_open and not self._turn_started_in_session:
+                # A new press came before the last turn's activityEnd went out.
+                await session.activity_end()
+                self._activity_open = False
+            if not self._turn_started_in_session:
+                if not (self._talking or self._end_pending):
                     return
-                unsent = self._turn_total - self._turn_sent
-                if unsent > len(self._turn_audio):
-                    # The bounded buffer dropped the oldest while offline.
-                    self.counters.chunks_dropped += unsent - len(self._turn_audio)
-                    unsent = len(self._turn_audio)
-                    self._turn_sent = self._turn_total - unsent
-                for i in range(unsent, 0, -1):
-                    await session.send_audio(self._turn_audio[-i])
-                    self._turn_sent += 1
-                    self.counters.chunks_sent += 1
-                if self._end_pending and not self._talking:
-                    await session.activity_end()
-                    self._end_pending = False
-                    self._awaiting_reply_since = time.monotonic()
-            except SessionClosed:
-                pass  # the session handler sees the close and reconnects
+                await session.activity_start()
+                self._turn_started_in_session = self._activity_open = True
+        chunk_s = self.cfg.audio.chunk_ms / 1000.0
+        burst = (self._preroll.maxlen or 0) + 2
+        while True:
+            if session is not self._session or gen != self.counters.turns:
+                self._pump()  # a new session or turn: start over from the top
+                return
+            if self._tool_calls_pending:
+                self.counters.chunks_buffered += 1
+                return
+            unsent = self._turn_total - self._turn_sent
+            if unsent > len(self._turn_audio):
+                # The bounded buffer dropped the oldest while offline.
+                self.counters.chunks_dropped += unsent - len(self._turn_audio)
+                unsent = len(self._turn_audio)
+                self._turn_sent = self._turn_total - unsent
+            if unsent == 0:
+                break
+            async with self._send_lock:
+                if session is not self._session or gen != self.counters.turns:
+                    continue
+                await session.send_audio(self._turn_audio[-unsent])
+                self._turn_sent += 1
+                self.counters.chunks_sent += 1
+            if unsent - 1 > burst:
+                await asyncio.sleep(chunk_s / REPLAY_SPEEDUP)
+        if self._end_pending and not self._talking:
+            async with self._send_lock:
+                if session is not self._session or gen != self.counters.turns:
+                    return
+                await session.activity_end()
+                self._activity_open = False
+                self._end_pending = False
+                self._awaiting_reply_since = time.monotonic()
 
     async def _send(self, coro: Any) -> None:
         try:
@@ -490,6 +528,7 @@ class Daemon:
         finally:
             self._session = None
             self._turn_started_in_session = False
+            self._activity_open = False
             if (
                 not self._talking
                 and not self._turn_unacked
@@ -533,7 +572,7 @@ class Daemon:
             len(self._turn_audio) * self.cfg.audio.chunk_ms / 1000.0,
             extra={"EDGE_EVENT": "turn_replayed"},
         )
-        await self._pump()
+        self._pump()
 
     async def _watch(self, session: LiveSession) -> SessionEnd:
         """End the session for a goAway (between turns), a stop, or a stall."""
@@ -725,7 +764,7 @@ class Daemon:
         finally:
             self._tool_calls_pending.pop(call.id, None)
         if not self._tool_calls_pending:
-            await self._pump()  # the mic audio held back during the call
+            self._pump()  # the mic audio held back during the call
 
     async def _deliver_results(self) -> None:
         """Send the tool results owed to the server, each once, in the form the
@@ -793,7 +832,7 @@ class Daemon:
             # A cancelled _run_tool never reaches its own _pump(): without this,
             # audio and an activityEnd held back during the call (a tap shorter
             # than the cancellation's round trip) would never go out.
-            self._spawn(self._pump(), "pump-after-cancel")
+            self._pump()
 
     # ------------------------------------------------------------------ status
 

@@ -267,6 +267,30 @@ async def test_offline_speech_is_bounded_by_offline_buffer_s() -> None:
         await r.healthy()
 
 
+async def test_offline_backlog_is_replayed_paced_not_as_one_burst() -> None:
+    async with fault_rig() as r:
+        loop = asyncio.get_running_loop()
+        r.fake.send_setup_complete = False
+        await r.fake.drop_connection()
+        await r.state(State.RECONNECTING)
+        r.press()
+        await r.until(lambda: r.mic.n - r._first >= 50)  # 2 s of speech, offline
+        r.fake.send_setup_complete = True
+        resumed = await r.fake.wait_for(
+            lambda f: f.active if f.active and f.active.setup_complete_sent else None
+        )
+        t0 = loop.time()
+        await r.fake.wait_for(lambda f: f.audio_received_s(resumed) >= 2.0)
+        took = loop.time() - t0
+        # A pre-roll's worth may go at once; the rest at twice real time:
+        # (50 - 14) chunks x 20 ms = 0.72 s. A burst would take milliseconds.
+        assert took >= 0.5, f"backlog of 2 s went out in {took:.3f} s: a burst"
+        r.release()
+        await r.answered()
+        assert chunk_numbers(r.fake.turns[-1].heard_pcm) == r.talk_chunks
+        await r.healthy()
+
+
 async def test_drop_after_the_turn_before_any_answer_replays_it() -> None:
     async with fault_rig() as r:
         handle = r.daemon.link.resumption.handle
