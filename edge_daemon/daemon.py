@@ -13,11 +13,12 @@ import enum
 import inspect
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import trace
 from .audio.base import Microphone, Speaker
 from .camera import Camera, FrameTicker
 from .config import Config
@@ -58,6 +59,8 @@ _HISTORY = 32
 # Speech kept through a link outage is sent this much faster than real time:
 # it catches up without a burst the Live API would frown on.
 REPLAY_SPEEDUP = 2.0
+# Answered tool calls remembered by id, to recognise a repeated call.
+_ANSWERS_KEPT = 64
 
 
 @dataclass
@@ -137,9 +140,15 @@ class Daemon:
         self._turn_unacked = False  # ended, but no sign yet that the server heard it
         self._model_turn_open = False  # model output started, no turnComplete yet
         self._discard_model_audio = False  # rest of an interrupted turn in flight
+        # A press cut off an answer in progress: the next interrupted+turnComplete
+        # close that old answer, and must not be taken for the new turn's.
+        self._superseded = False
         self._tool_calls_pending: dict[str, asyncio.Task[None]] = {}  # blocking ones
         # Every running call, blocking or not, so a cancellation reaches it.
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        # The last answers sent, by call id: a repeated call (a duplicated frame,
+        # a server re-sending calls after a resume) is never run twice.
+        self._answered: OrderedDict[str, tuple[m.FunctionResult, str]] = OrderedDict()
         # Tool results not yet delivered; they outlive a dropped connection.
         self._outbox = ToolOutbox()
         # The resumption handle number when the last model turn ended: a goAway
@@ -235,7 +244,10 @@ class Daemon:
         if self._talking:
             return
         self._talking = True
+        if trace.ON:
+            trace.event("press", time.monotonic())
         barge_in = self.state is State.SPEAKING or self.speaker.playing or self._model_turn_open
+        self._superseded = barge_in or self.state is State.THINKING
         if barge_in:
             self.counters.barge_ins += 1
             dropped = self.speaker.flush()
@@ -367,6 +379,9 @@ class Daemon:
                 continue
             self._turn_audio.append(chunk)
             self._turn_total += 1
+            if trace.ON:
+                captured = getattr(self.mic, "last_capture_time", None) or 0.0
+                trace.event("mic", captured, time.monotonic())
             self._pump()
 
     def _pump(self) -> None:
@@ -616,9 +631,10 @@ class Daemon:
         async for event in session.events():
             self._awaiting_reply_since = None
             self._on_event(session, event)
-            if self._model_turn_open or self.state is State.THINKING:
-                # An answer is still owed (or its rest and a turnComplete):
-                # silence for response_timeout_s then means the server is hung.
+            if self._model_turn_open or (self.state is State.THINKING and not self._end_pending):
+                # An answer is owed (the turn is all out) or its rest and a
+                # turnComplete: silence for response_timeout_s then means the
+                # server is hung. Not while a replay is still going out.
                 self._awaiting_reply_since = time.monotonic()
 
     def _on_event(self, session: LiveSession, ev: m.ServerEvent) -> None:
@@ -636,7 +652,10 @@ class Daemon:
         elif isinstance(ev, m.Interrupted):
             self.counters.interruptions += 1
             dropped = self.speaker.flush()
-            self._discard_model_audio = False
+            if trace.ON:
+                trace.event("flush", time.monotonic())
+            # What still comes of the interrupted turn, until its turnComplete, is stale.
+            self._discard_model_audio = True
             self._cancel_finish()
             log.info(
                 "interrupted by the server: speaker flushed (%d bytes)",
@@ -672,6 +691,8 @@ class Daemon:
             return
         self._cancel_finish()
         self.speaker.play(ev.pcm)
+        if trace.ON:  # benchmarks only (EDGE_DAEMON_TRACE); off, this test is the cost
+            trace.event("speaker_in", int.from_bytes(ev.pcm[:4], "little"), time.monotonic())
         if self.state is not State.SPEAKING:
             self._set_state(State.SPEAKING)
 
@@ -680,11 +701,11 @@ class Daemon:
         self._model_turn_open = False
         self._turn_end_seq = self.link.resumption.seq
         self._flush_transcripts()
-        if self._discard_model_audio:
-            self._discard_model_audio = False
-            return
-        if self._talking:
-            return
+        closes_cut_off_turn = self._discard_model_audio and self._superseded
+        self._discard_model_audio = False
+        self._superseded = False
+        if closes_cut_off_turn or self._talking:
+            return  # the answer to the user's new turn is still to come
         self._cancel_finish()
         self._finish_task = asyncio.get_running_loop().create_task(
             self._finish_speaking(), name="finish-speaking"
@@ -731,6 +752,9 @@ class Daemon:
             if call.id in self._tool_tasks or call.id in self._outbox:
                 log.warning("duplicate tool call id %s ignored", call.id)
                 continue
+            if call.id in self._answered:
+                self._repeat_answer(session, call)
+                continue
             task = asyncio.get_running_loop().create_task(
                 self._run_tool(session, call, self.link.resumption.seq), name=f"tool-{call.name}"
             )
@@ -766,6 +790,37 @@ class Daemon:
         if not self._tool_calls_pending:
             self._pump()  # the mic audio held back during the call
 
+    def _remember_answers(self, results: list[m.FunctionResult], session_id: str) -> None:
+        for result in results:
+            self._answered[result.id] = (result, session_id)
+            self._answered.move_to_end(result.id)
+        while len(self._answered) > _ANSWERS_KEPT:
+            self._answered.popitem(last=False)
+
+    def _repeat_answer(self, session: LiveSession, call: m.FunctionCall) -> None:
+        """A call id already answered: on the same connection it is a duplicate
+        frame (ignored); on another, the server lost our answer (sent again)."""
+        result, answered_on = self._answered[call.id]
+        if answered_on == session.id:
+            log.warning(
+                "repeated tool call %s ignored: already answered",
+                call.id,
+                extra={"EDGE_EVENT": "tool_call_repeated", "EDGE_CALL_ID": call.id},
+            )
+            return
+        log.info(
+            "tool call %s asked again after a reconnect: answer re-sent, tool not re-run",
+            call.id,
+            extra={"EDGE_EVENT": "tool_call_repeated", "EDGE_CALL_ID": call.id},
+        )
+
+        async def resend() -> None:
+            async with self._send_lock:
+                await self._send(session.send_tool_response([result]))
+            self._remember_answers([result], session.id)
+
+        self._spawn(resend(), "tool-answer-again")
+
     async def _deliver_results(self) -> None:
         """Send the tool results owed to the server, each once, in the form the
         current connection can take: a toolResponse where the server still
@@ -793,6 +848,7 @@ class Daemon:
                 if plan.responses:
                     self._awaiting_reply_since = time.monotonic()
                     await session.send_tool_response([o.result for o in plan.responses])
+                    self._remember_answers([o.result for o in plan.responses], session.id)
                     unsent = list(plan.notes)
                 if plan.notes:
                     self._awaiting_reply_since = time.monotonic()

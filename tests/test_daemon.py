@@ -138,6 +138,11 @@ async def test_server_interrupted_flushes_the_speaker() -> None:
         await r.until(lambda: r.daemon.counters.interruptions == 1)
         assert r.daemon.speaker.counters["flushes"] == 1
         assert r.daemon.speaker.counters["bytes_flushed"] > 0
+        # The rest of the interrupted turn is dropped; its turnComplete settles idle.
+        await r.fake.wait_for(lambda f: f.turns[-1].completed, 20)
+        await r.state(State.IDLE)
+        played = r.daemon.speaker.counters["bytes_played"]
+        assert played < len(r.fake.turns[-1].reply_pcm) // 2
 
 
 async def test_malformed_and_unknown_frames_are_skipped_and_session_lives_on(

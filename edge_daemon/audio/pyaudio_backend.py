@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyaudio
 
+from .. import trace
 from .base import (
     DEFAULT_SPEAKER_BUFFER_S,
     MIC_RATE,
@@ -346,6 +347,7 @@ class PyAudioSpeaker:
         self._dry_at: float | None = None  # monotonic time the buffer last ran dry mid-stream
         self._played = 0  # device bytes handed to PortAudio
         self._last_callback = 0.0
+        self._trace_flush = False  # EDGE_DAEMON_TRACE: stamp the first callback after a flush
 
         self._idle = asyncio.Event()
         self._idle.set()
@@ -387,6 +389,9 @@ class PyAudioSpeaker:
                     self._dry_at = now
                 played = self._played
             self.counters["bytes_played"] = played * self._in_bps // self._dev_bps
+            if self._trace_flush:
+                self._trace_flush = False
+                trace.event("silence", now)
             if drained and self._loop is not None:
                 self._loop.call_soon_threadsafe(self._on_drained)
         except Exception:
@@ -472,6 +477,7 @@ class PyAudioSpeaker:
             self._buf.clear()
             self._active = False
             self._dry_at = None  # the next reply is a new one, not a late one
+        self._trace_flush = trace.ON
         if self._conv is not None:
             self._conv.reset()
         dropped = dropped * self._in_bps // self._dev_bps

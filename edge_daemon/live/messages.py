@@ -389,10 +389,13 @@ def parse_server_message(frame: bytes | str) -> list[ServerEvent]:
         upd = _obj(msg["sessionResumptionUpdate"], "sessionResumptionUpdate")
         handle = upd.get("newHandle") or ""
         out.append(ResumptionUpdate(str(handle), bool(upd.get("resumable", False))))
-    if "usageMetadata" in msg:
-        usage = _obj(msg["usageMetadata"], "usageMetadata")
+    usage = msg.get("usageMetadata")
+    if isinstance(usage, Mapping):
         total = usage.get("totalTokenCount", 0)
         out.append(Usage(total if isinstance(total, int) else 0, dict(usage)))
+    elif usage is not None:
+        # Informational only: a broken one must not cost the frame's turnComplete.
+        _note_unknown("usageMetadata", [type(usage).__name__])
     if "goAway" in msg:
         go = _obj(msg["goAway"], "goAway")
         out.append(GoAway(parse_duration(go.get("timeLeft"))))
