@@ -21,7 +21,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-daemon", description="A Gemini Live voice daemon for small devices."
     )
@@ -64,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor_arguments(doctor)
 
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
-    from .fake_gemini import add_arguments
+    if argv is None or "fake-server" in argv:
+        # Only then: the fake server costs every other process ~2.5 MB.
+        from .fake_gemini import add_arguments
 
-    add_arguments(fake)
+        add_arguments(fake)
     return parser
 
 
@@ -139,7 +141,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command == "run":
         return cmd_run(args)
     if args.command == "check-config":
