@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 
-from conftest import SECRET
 from PIL import Image
-from test_daemon import Rig, settings, turn
+from test_daemon import Rig, rig, turn
 
-from edge_daemon.audio.null import NullMicrophone, NullSpeaker
 from edge_daemon.camera.files import FileCamera
 from edge_daemon.config import Config, with_overrides
 from edge_daemon.daemon import Daemon, State
 from edge_daemon.fake_gemini import FakeGemini
 from edge_daemon.tools.photo import take_photo_tool
+from edge_daemon.tools.registry import ToolRegistry
 
 
 def jpeg_file(path: Path, size: tuple[int, int]) -> Path:
@@ -28,27 +26,18 @@ def jpeg_file(path: Path, size: tuple[int, int]) -> Path:
 
 @contextlib.asynccontextmanager
 async def camera_rig(image: Path, overrides: dict) -> AsyncIterator[Rig]:
-    fake = FakeGemini(api_key=SECRET, pace=1.0)
-    await fake.start()
-    cfg = with_overrides(Config(), {"audio.backend": "null", **overrides})
+    cfg = with_overrides(Config(), {"camera.backend": "file", **overrides})
     camera = FileCamera(str(image), max_side=cfg.camera.max_side, jpeg_quality=75)
-    daemon = Daemon(
-        cfg,
-        mic=NullMicrophone(chunk_ms=40),
-        speaker=NullSpeaker(),
-        link_settings=settings(fake.url),
-        camera=camera,
-    )
-    daemon.tools.add(take_photo_tool(camera, daemon.send_frame))
-    task = asyncio.create_task(daemon.run())
-    r = Rig(fake, daemon, task)
-    try:
-        await r.state(State.IDLE)
+    tools = ToolRegistry()
+    daemons: list[Daemon] = []
+
+    async def send_frame(jpeg: bytes) -> None:  # declared before setup, run after
+        await daemons[0].send_frame(jpeg)
+
+    tools.add(take_photo_tool(camera, send_frame))
+    async with rig(camera=camera, tools=tools, pace=1.0, overrides=overrides) as r:
+        daemons.append(r.daemon)
         yield r
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 10)
-        await fake.stop()
 
 
 def sizes_of_frames(fake: FakeGemini) -> list[tuple[int, int]]:

@@ -58,16 +58,26 @@ def settings(url: str) -> LinkSettings:
 
 @contextlib.asynccontextmanager
 async def rig(
-    *, speaker=None, pace: float = 8.0, overrides: dict | None = None, **fake_knobs
+    *,
+    speaker=None,
+    mic=None,
+    tools=None,
+    camera=None,
+    pace: float = 8.0,
+    overrides: dict | None = None,
+    **fake_knobs,
 ) -> AsyncIterator[Rig]:
+    """A fake Gemini and a daemon on it, idle and connected; torn down after."""
     fake = FakeGemini(api_key=SECRET, pace=pace, **fake_knobs)
     await fake.start()
     cfg = with_overrides(Config(), {"audio.backend": "null", **(overrides or {})})
     daemon = Daemon(
         cfg,
-        mic=NullMicrophone(chunk_ms=40),
+        mic=mic or NullMicrophone(chunk_ms=40),
         speaker=speaker or NullSpeaker(),
         link_settings=settings(fake.url),
+        tools=tools,
+        camera=camera,
     )
     task = asyncio.create_task(daemon.run())
     r = Rig(fake, daemon, task)
@@ -243,26 +253,9 @@ def seq_of(chunk: bytes) -> int:
     return int.from_bytes(chunk[:2], "little")
 
 
-@contextlib.asynccontextmanager
-async def rig_with_mic(mic, overrides: dict | None = None) -> AsyncIterator[Rig]:
-    fake = FakeGemini(api_key=SECRET, pace=8.0)
-    await fake.start()
-    cfg = with_overrides(Config(), {"audio.backend": "null", **(overrides or {})})
-    daemon = Daemon(cfg, mic=mic, speaker=NullSpeaker(), link_settings=settings(fake.url))
-    task = asyncio.create_task(daemon.run())
-    r = Rig(fake, daemon, task)
-    try:
-        await r.state(State.IDLE)
-        yield r
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 10)
-        await fake.stop()
-
-
 async def test_preroll_of_a_live_mic_goes_out_right_after_activity_start() -> None:
     mic = CountingMic()
-    async with rig_with_mic(mic, {"audio.preroll_ms": 400}) as r:
+    async with rig(mic=mic, overrides={"audio.preroll_ms": 400}) as r:
         await r.until(lambda: mic.seq > 20)
         last_before_press = mic.seq
         r.daemon.press("test")
@@ -279,7 +272,7 @@ async def test_preroll_of_a_live_mic_goes_out_right_after_activity_start() -> No
 
 async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll() -> None:
     mic = CountingMic()
-    async with rig_with_mic(mic, {"audio.half_duplex": True}) as r:
+    async with rig(mic=mic, overrides={"audio.half_duplex": True}) as r:
         r.fake.script_turn(reply_pcm=tone_pcm(440.0, 30.0))
         await turn(r)
         await r.state(State.SPEAKING)

@@ -4,42 +4,15 @@ cancellation reaching non-blocking calls, answers by id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from conftest import SECRET
 from gpiozero.pins.mock import MockFactory, MockPWMPin
-from test_daemon import Rig, settings
+from test_daemon import rig
 
-from edge_daemon.audio.null import NullMicrophone, NullSpeaker
-from edge_daemon.config import Config, RelayToolConfig, ToolsConfig, with_overrides
-from edge_daemon.daemon import Daemon, State
-from edge_daemon.fake_gemini import FakeGemini
+from edge_daemon.config import RelayToolConfig, ToolsConfig
 from edge_daemon.tools.hardware import HardwareTools
 from edge_daemon.tools.registry import Tool, ToolRegistry, function_declaration
-
-
-@contextlib.asynccontextmanager
-async def rig_with_tools(registry: ToolRegistry) -> AsyncIterator[Rig]:
-    fake = FakeGemini(api_key=SECRET, pace=8.0)
-    await fake.start()
-    daemon = Daemon(
-        with_overrides(Config(), {"audio.backend": "null"}),
-        mic=NullMicrophone(chunk_ms=40),
-        speaker=NullSpeaker(),
-        link_settings=settings(fake.url),
-        tools=registry,
-    )
-    task = asyncio.create_task(daemon.run())
-    r = Rig(fake, daemon, task)
-    try:
-        await r.state(State.IDLE)
-        yield r
-    finally:
-        daemon.stop()
-        await asyncio.wait_for(task, 10)
-        await fake.stop()
 
 
 async def test_mic_audio_waits_while_a_blocking_call_is_unanswered() -> None:
@@ -51,7 +24,7 @@ async def test_mic_audio_waits_while_a_blocking_call_is_unanswered() -> None:
 
     registry = ToolRegistry()
     registry.add(Tool("slow_thing", function_declaration("slow_thing", "Takes a while."), slow))
-    async with rig_with_tools(registry) as r:
+    async with rig(tools=registry) as r:
         (call_id,) = await r.fake.tool_call([("slow_thing", {})])
         await r.until(lambda: bool(r.daemon._tool_calls_pending))
         r.daemon.press("test")
@@ -82,7 +55,7 @@ async def test_cancellation_reaches_a_non_blocking_relay_pulse() -> None:
     registry = ToolRegistry()
     hw.register(registry)
     try:
-        async with rig_with_tools(registry) as r:
+        async with rig(tools=registry) as r:
             (call_id,) = await r.fake.tool_call([("pump", {"on": True, "seconds": 30})])
             await r.until(lambda: pins.pin(27).state == 1)
             await r.fake.cancel_tool_calls([call_id])
