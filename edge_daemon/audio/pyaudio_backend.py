@@ -104,6 +104,30 @@ class _LogOnce:
 # -- microphone -------------------------------------------------------------------
 
 
+def _open_stream(
+    portaudio: Any,
+    device: dict[str, Any],
+    rate: int,
+    channels: int,
+    block_frames: int,
+    callback: Any,
+    direction: str,
+) -> Any:
+    """A stopped callback-mode s16 stream on ``device``; one PortAudio user more."""
+    with quiet_alsa():
+        stream = portaudio.pa.open(
+            rate=rate,
+            channels=channels,
+            format=pyaudio.paInt16,
+            frames_per_buffer=block_frames,
+            stream_callback=callback,
+            start=False,
+            **{direction: True, f"{direction}_device_index": device["index"]},
+        )
+    portaudio.acquire()
+    return stream
+
+
 class PyAudioMicrophone:
     """16 kHz mono s16le in ``chunk_ms`` chunks from a PortAudio input device.
 
@@ -154,18 +178,9 @@ class PyAudioMicrophone:
         self._closed = False
         self._log = _LogOnce()
         self._portaudio = portaudio
-        with quiet_alsa():
-            self._stream = portaudio.pa.open(
-                rate=device_rate,
-                channels=device_channels,
-                format=pyaudio.paInt16,
-                input=True,
-                input_device_index=device["index"],
-                frames_per_buffer=block_frames,
-                stream_callback=self._callback,
-                start=False,
-            )
-        portaudio.acquire()
+        self._stream = _open_stream(
+            portaudio, device, device_rate, device_channels, block_frames, self._callback, "input"
+        )
 
     # PortAudio thread ------------------------------------------------------------
 
@@ -355,18 +370,9 @@ class PyAudioSpeaker:
         self._closed = False
         self._log = _LogOnce()
         self._portaudio = portaudio
-        with quiet_alsa():
-            self._stream = portaudio.pa.open(
-                rate=device_rate,
-                channels=device_channels,
-                format=pyaudio.paInt16,
-                output=True,
-                output_device_index=device["index"],
-                frames_per_buffer=block_frames,
-                stream_callback=self._callback,
-                start=False,
-            )
-        portaudio.acquire()
+        self._stream = _open_stream(
+            portaudio, device, device_rate, device_channels, block_frames, self._callback, "output"
+        )
 
     # PortAudio thread ------------------------------------------------------------
 
