@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, exits
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -72,14 +74,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class CliError(Exception):
+    """A failure the user can act on: one line on stderr, and its exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _load(path: str | None):  # type: ignore[no-untyped-def]
     from .config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"edge-daemon: config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise CliError(f"config error: {exc}", exits.CONFIG) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(service.run_service(cfg, simulate=args.simulate))
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -100,10 +109,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         secret = resolve_secret(cfg)
     except ConfigError as exc:
-        print(f"edge-daemon: config error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(f"config error: {exc}", exits.CONFIG) from None
     print(render_effective(cfg, secret), end="")
-    return 0
+    return exits.OK
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -111,13 +119,25 @@ def _socket_path(args: argparse.Namespace) -> str:
         return str(args.socket)
     if args.config or os.environ.get("EDGE_DAEMON_CONFIG"):
         return str(_load(args.config).control.socket)
-    from .config import DEFAULT_CONFIG_PATH, load_config
     from .control import default_user_socket
 
-    # No config named: prefer the system service's socket, else a --simulate
-    # run's per-user one.
-    system = load_config(DEFAULT_CONFIG_PATH).control.socket
+    # No config named: the installed service's socket if it is there, else
+    # the per-user one a `run --simulate` with no config listens on.
+    system = _service_socket()
     return system if os.path.exists(system) else default_user_socket()
+
+
+def _service_socket() -> str:
+    """The control socket the system service uses: from the default config
+    when this user can read it, else the built-in default. A default config
+    that is missing, unreadable or broken must not stop `ctl` from reaching
+    a daemon (the daemon itself reports a broken config)."""
+    from .config import Config, ConfigError, load_config
+
+    try:
+        return load_config(None, env={}).control.socket
+    except ConfigError:
+        return Config().control.socket
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -134,15 +154,20 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     try:
         reply = request(path, body, timeout_s=args.timeout + 5.0 if args.action == "wait" else 10.0)
     except (OSError, ValueError) as exc:
-        print(f"edge-daemon: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
-        return 1
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        hint = (
+            " (is it running? `edge-daemon run --simulate` on a desktop, "
+            "`systemctl status edge-daemon` on a device)"
+            if isinstance(exc, FileNotFoundError | ConnectionRefusedError)
+            else ""
+        )
+        message = f"cannot reach the daemon at {path}: {why}{hint}"
+        raise CliError(message, exits.UNAVAILABLE) from None
     print(json.dumps(reply, indent=2 if args.action == "status" else None))
-    return 0 if reply.get("ok") else 1
+    return exits.OK if reply.get("ok") else exits.FAILED
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return cmd_run(args)
     if args.command == "check-config":
@@ -162,6 +187,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_from_args(args)
     raise AssertionError(args.command)
+
+
+def _logs_to_journal() -> bool:
+    return any(type(h).__name__ == "JournalHandler" for h in logging.getLogger().handlers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Every way a command can end is an exit status and at most one line on
+    stderr (see exits.py); never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return dispatch(args)
+    except CliError as exc:
+        print(f"edge-daemon: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return exits.INTERRUPTED
+    except BrokenPipeError:
+        # `edge-daemon ctl status | head -1`: the reader left, nothing is wrong.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.OK
+    except Exception as exc:
+        if os.environ.get("EDGE_DAEMON_TRACEBACK"):
+            raise
+        if _logs_to_journal():
+            # Under systemd the journal keeps the whole story; stderr gets one line.
+            logging.getLogger("edge_daemon").critical(
+                "internal error in %s", args.command, exc_info=True, extra={"EDGE_EVENT": "crash"}
+            )
+        print(
+            f"edge-daemon: internal error in `{args.command}`: {type(exc).__name__}: {exc} "
+            "(a bug: please report it with the output of the same command run with "
+            "EDGE_DAEMON_TRACEBACK=1)",
+            file=sys.stderr,
+        )
+        return exits.SOFTWARE
 
 
 if __name__ == "__main__":

@@ -935,14 +935,14 @@ class Daemon:
         """Commands from the control socket."""
         cmd = request.get("cmd")
         if cmd == "press":
-            self._ctl_press()
+            await self._ctl_press()
         elif cmd == "release":
-            self._ctl_release()
+            await self._ctl_release()
         elif cmd == "tap":
             seconds = request.get("seconds", 1.0)
             if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
                 return {"ok": False, "error": "seconds must be a number in (0, 60]"}
-            self._ctl_press()
+            await self._ctl_press()
             self._spawn(self._release_after(float(seconds)), "tap")
         elif cmd == "say":
             text = request.get("text")
@@ -977,21 +977,34 @@ class Daemon:
             return False
         return True
 
-    def _ctl_press(self) -> None:
-        if self.virtual_button is not None:
-            self.virtual_button.sim_press()
-        else:
+    async def _ctl_press(self) -> None:
+        """Press, and reply once the turn is open: a simulated pin counts as
+        a press only after the button's debounce and minimum press, and a
+        script's next command (`ctl wait idle`, `ctl say`) must see the turn."""
+        if self.virtual_button is None:
             self.press("ctl")
+            return
+        self.virtual_button.sim_press()
+        await self._until(lambda: self._talking)
 
-    def _ctl_release(self) -> None:
-        if self.virtual_button is not None:
-            self.virtual_button.sim_release()
-        else:
+    async def _ctl_release(self) -> None:
+        if self.virtual_button is None:
             self.release("ctl")
+            return
+        self.virtual_button.sim_release()
+        await self._until(lambda: not self._talking)
+
+    async def _until(self, condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Wait for a state change that makes ``condition`` true (bounded: a
+        button that never reports the press must not hang the control socket)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not condition():
+                    await self._state_changed.wait()
 
     async def _release_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        self._ctl_release()
+        await self._ctl_release()
 
 
 def _round(value: float | None) -> float | None:

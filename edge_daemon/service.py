@@ -9,7 +9,7 @@ import contextlib
 import logging
 import signal
 
-from . import systemd
+from . import exits, systemd
 from .audio import open_audio
 from .audio.base import AudioConfigError, Microphone, Speaker
 from .camera import Camera, CameraConfigError, open_camera
@@ -24,8 +24,7 @@ from .tools.photo import take_photo_tool
 
 log = logging.getLogger(__name__)
 
-# EX_CONFIG from sysexits.h: the unit stops restarting on it (RestartPreventExitStatus).
-EXIT_CONFIG = 78
+EXIT_CONFIG = exits.CONFIG  # the unit does not restart on it (RestartPreventExitStatus)
 
 
 def simulate_overrides(cfg: Config) -> dict[str, object]:

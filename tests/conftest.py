@@ -80,7 +80,7 @@ class DaemonProcess:
 
     def __init__(
         self,
-        config: Path,
+        config: Path | None,
         socket: Path,
         log_path: Path,
         env: dict[str, str],
@@ -96,7 +96,14 @@ class DaemonProcess:
         env = {**env, "NOTIFY_SOCKET": str(self.notify_path)}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config), *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "edge_daemon.cli",
+                "run",
+                *(["--config", str(config)] if config is not None else []),
+                *extra_args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -184,3 +191,63 @@ def spawn_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Any]:
     yield spawn
     for proc in started:
         proc.stop()
+
+
+# ---------------------------------------------------------------- skips
+# A suite that silently skips proves nothing. Every skip is listed at the end
+# of the run with its reason (which names the package that would run it).
+# Under CI=true a skip fails the run unless ALLOWED_SKIPS names it and says why.
+
+# node id prefix -> why skipping it in CI is right
+ALLOWED_SKIPS: dict[str, str] = {}
+
+
+def _allowed(nodeid: str) -> str | None:
+    return next((why for prefix, why in ALLOWED_SKIPS.items() if nodeid.startswith(prefix)), None)
+
+
+def _skips(terminalreporter: Any) -> list[tuple[str, str]]:
+    found = []
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        found.append((report.nodeid, reason.removeprefix("Skipped: ")))
+    return found
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    skips = _skips(terminalreporter)
+    if not skips:
+        return
+    tr = terminalreporter
+    tr.section("skipped suites, and what would run them")
+    by_reason: dict[str, list[str]] = {}
+    for nodeid, reason in skips:
+        by_reason.setdefault(reason, []).append(nodeid)
+    for reason, nodeids in sorted(by_reason.items()):
+        files = sorted({n.split("::")[0] for n in nodeids})
+        tr.write_line(f"{len(nodeids):4d} skipped in {', '.join(files)}: {reason}")
+    if _in_ci():
+        refused = [(n, r) for n, r in skips if _allowed(n) is None]
+        if refused:
+            tr.write_line("")
+            tr.write_line(
+                f"CI=true: {len(refused)} skip(s) not in ALLOWED_SKIPS (tests/conftest.py): "
+                "a suite that should run did not. Install what the reason names, or allow "
+                "the skip by name with the reason it is right."
+            )
+            for nodeid, reason in refused:
+                tr.write_line(f"  {nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _in_ci():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    if any(_allowed(n) is None for n, _ in _skips(reporter)) and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -43,7 +43,7 @@ def test_check_config_error_names_file_and_key(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[audio]\nchunk_ms = 400\n")
     result = run_cli("check-config", "--config", str(cfg))
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG
     assert str(cfg) in result.stderr and "audio.chunk_ms" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -52,7 +52,7 @@ def test_run_with_broken_config_exits_cleanly(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("[audio\n")
     result = run_cli("run", "--config", str(cfg))
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert str(cfg) in result.stderr and "Traceback" not in result.stderr
 
 
@@ -66,7 +66,7 @@ def test_run_without_key_says_how_to_add_one(tmp_path: Path) -> None:
 
 def test_ctl_without_a_daemon_fails_with_a_clear_message(tmp_path: Path) -> None:
     result = run_cli("ctl", "--socket", str(tmp_path / "none.sock"), "status")
-    assert result.returncode == 1
+    assert result.returncode == 69  # EX_UNAVAILABLE
     assert "cannot reach the daemon" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -555,9 +555,9 @@ def test_check_config_cli_never_shows_a_traceback(tmp_path: Path) -> None:
             cwd=ROOT,
             env={**os.environ, "GEMINI_API_KEY": ""},
         )
-        assert proc.returncode in (0, 2), (text, proc.returncode, proc.stderr)
+        assert proc.returncode in (0, 78), (text, proc.returncode, proc.stderr)
         assert "Traceback" not in proc.stderr + proc.stdout, (text, proc.stderr)
-        if proc.returncode == 2:
+        if proc.returncode == 78:
             assert str(path) in proc.stderr
     path = tmp_path / "bytes.toml"
     path.write_bytes(rng.randbytes(120))
@@ -568,7 +568,7 @@ def test_check_config_cli_never_shows_a_traceback(tmp_path: Path) -> None:
         timeout=60,
         cwd=ROOT,
     )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 78 and "Traceback" not in proc.stderr
 
 
 # ============================================================ tool arguments
