@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shlex
 import tomllib
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from .live.models import traits
 
 DEFAULT_CONFIG_PATH = "/etc/edge-daemon/config.toml"
 GOOGLE_ENDPOINT = (
@@ -32,6 +35,7 @@ GOOGLE_EPHEMERAL_ENDPOINT = (
     "wss://generativelanguage.googleapis.com/ws/"
     "google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
 )
+GOOGLE_V1ALPHA_ENDPOINT = GOOGLE_ENDPOINT.replace(".v1beta.", ".v1alpha.")
 DEFAULT_MODEL = "models/gemini-2.5-flash-native-audio-preview-12-2025"
 DEFAULT_SYSTEM_INSTRUCTION = (
     "You are a helpful voice assistant running on a small device. "
@@ -55,6 +59,27 @@ class GeminiConfig:
     context_window_compression: bool = True
     connect_timeout_s: float = 10.0
     setup_timeout_s: float = 10.0
+    # Proactive audio and affective dialog exist only on v1alpha; ephemeral
+    # tokens always use it.
+    api_version: Literal["v1beta", "v1alpha"] = "v1beta"
+    # Thinking costs the first word its latency. 2.5 models: a token budget
+    # (0 = none, -1 = the model decides); 3.x models: a level.
+    thinking_budget: int = 0
+    thinking_level: Literal["minimal", "low", "medium", "high"] = "minimal"
+    # Tokens per camera frame: low is about 4x fewer than medium.
+    media_resolution: Literal["low", "medium", "high"] = "low"
+    google_search: bool = False
+    proactive_audio: bool = False
+    affective_dialog: bool = False
+    # auth = "ephemeral_token": a command (no shell) whose stdout is a fresh
+    # token, run whenever the current one is spent or close to expiry.
+    token_command: str = ""
+    token_timeout_s: float = 15.0
+    # What the token command's tokens allow, unless it prints them as JSON
+    # ({"name": ..., "expireTime": ..., "newSessionExpireTime": ..., "uses": ...}).
+    token_uses: int = 1
+    token_new_session_s: float = 60.0
+    token_expire_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,17 @@ class LinkConfig:
     # No server message for this long after we asked for an answer (end of a
     # turn, a tool response): the server is hung though the socket is open.
     response_timeout_s: float = 20.0
+    # Quota exhausted (1011 RESOURCE_EXHAUSTED): the first wait, doubling up
+    # to config_error_backoff_s; retrying sooner only spends more quota.
+    quota_backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    # Where the daemon keeps what must outlive a restart (the resumption
+    # handle, the volume). Empty: $STATE_DIRECTORY (systemd's StateDirectory=),
+    # else /var/lib/edge-daemon when writable, else ~/.local/state/edge-daemon.
+    dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +213,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     status_led: StatusLedConfig = field(default_factory=StatusLedConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -288,6 +325,13 @@ _NON_NEGATIVE = _Range(0)
 _RANGES: dict[str, _Range] = {
     "gemini.connect_timeout_s": _POSITIVE,
     "gemini.setup_timeout_s": _POSITIVE,
+    "gemini.thinking_budget": _Range(-1, 32768),
+    "gemini.token_timeout_s": _Range(1, 300),
+    "gemini.token_uses": _Range(0, 1000),
+    # The service's own bounds: both less than 20 hours ahead.
+    "gemini.token_new_session_s": _Range(5, 72000),
+    "gemini.token_expire_s": _Range(60, 72000),
+    "link.quota_backoff_s": _POSITIVE,
     # Gemini Live wants 20-40 ms of audio per message; more adds latency,
     # less floods the socket.
     "audio.chunk_ms": _Range(20, 40),
@@ -346,6 +390,16 @@ def _language(text: str) -> str | None:
     return text if re.fullmatch(r"([A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*)?", text) else None
 
 
+def _command(text: str) -> str | None:
+    if not text:
+        return text
+    try:
+        argv = shlex.split(text)
+    except ValueError:
+        return None
+    return text if argv else None
+
+
 def _socket_path(text: str) -> str | None:
     # sockaddr_un holds 108 bytes including the terminating NUL; a longer path
     # would only fail at bind time, long after the config was accepted.
@@ -376,6 +430,10 @@ _STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
     "gemini.voice": ("a voice name such as 'Kore'", lambda s: s or None),
     "gemini.language": ("a language code such as 'en-US', or an empty string", _language),
     "control.socket": ("a socket path of at most 107 bytes", _socket_path),
+    "gemini.token_command": (
+        "a command line split like a shell would (quotes allowed, no pipes), or empty",
+        _command,
+    ),
 }
 
 
@@ -515,6 +573,78 @@ def _check(cfg: Config, file: str) -> None:
         )
     _check_tool_names(cfg, file)
     _check_pins(cfg, file)
+    _check_gemini(cfg, file)
+
+
+def _check_gemini(cfg: Config, file: str) -> None:
+    """Setups the service would refuse with 1007, refused here instead, with
+    the key to change."""
+    g = cfg.gemini
+    model = traits(g.model)
+    explicit = cfg.explicit
+    v1alpha = g.api_version == "v1alpha" or g.auth == "ephemeral_token"
+    for key, on in (
+        ("proactive_audio", g.proactive_audio),
+        ("affective_dialog", g.affective_dialog),
+    ):
+        if not on:
+            continue
+        if not model.native_audio:
+            raise ConfigError(
+                file,
+                f"gemini.{key}",
+                "a native-audio model",
+                problem=f"{g.model} ({model.family}) has no {key.replace('_', ' ')}",
+            )
+        if not v1alpha:
+            raise ConfigError(
+                file,
+                f"gemini.{key}",
+                'gemini.api_version = "v1alpha"',
+                problem=f'{key} exists only on the v1alpha endpoint (v1beta answers 1007 "Unknown '
+                'name"): set gemini.api_version = "v1alpha"',
+            )
+    wrong_thinking = {
+        "budget": "gemini.thinking_level",
+        "level": "gemini.thinking_budget",
+        "none": None,
+    }[model.thinking]
+    defaults = GeminiConfig()
+    for key in ("gemini.thinking_budget", "gemini.thinking_level"):
+        name = key.split(".")[1]
+        # The other family's key at its default is harmless (the example
+        # config shows both); a value the model would never see is a mistake.
+        changed = key in explicit and getattr(g, name) != getattr(defaults, name)
+        if changed and (model.thinking == "none" or key == wrong_thinking):
+            other = {"budget": "gemini.thinking_budget", "level": "gemini.thinking_level"}
+            fix = f"; use {other[model.thinking]}" if model.thinking in other else ""
+            raise ConfigError(
+                file,
+                key,
+                f"a thinking setting {g.model} takes",
+                problem=f"{g.model} ({model.family}) does not take {key.split('.')[1]}{fix}",
+            )
+    if cfg.tools.non_blocking and not model.non_blocking_tools:
+        raise ConfigError(
+            file,
+            "tools.non_blocking",
+            "false for this model",
+            problem=f"{g.model} ({model.family}) calls functions synchronously only",
+        )
+    if g.token_command and g.auth != "ephemeral_token":
+        raise ConfigError(
+            file,
+            "gemini.token_command",
+            'gemini.auth = "ephemeral_token"',
+            problem='a token command needs gemini.auth = "ephemeral_token"',
+        )
+    if g.token_new_session_s > g.token_expire_s:
+        _fail(
+            file,
+            "gemini.token_new_session_s",
+            f"no more than gemini.token_expire_s ({g.token_expire_s:g})",
+            g.token_new_session_s,
+        )
 
 
 def _tool_entries(cfg: Config) -> Iterator[tuple[str, LedToolConfig | RelayToolConfig]]:
@@ -568,8 +698,9 @@ def _leaf_paths(data: Mapping[str, object], path: str = "") -> Iterator[str]:
 
 def _from_mapping(data: Mapping[str, object], file: str) -> Config:
     cfg = _build(Config, data, "", file)
+    cfg = dataclasses.replace(cfg, source=file, explicit=frozenset(_leaf_paths(data)))
     _check(cfg, file)
-    return dataclasses.replace(cfg, source=file, explicit=frozenset(_leaf_paths(data)))
+    return cfg
 
 
 def load_config(
@@ -651,7 +782,9 @@ def _flatten(overrides: Mapping[str, object], prefix: str = "") -> Iterator[tupl
 def default_endpoint(cfg: Config) -> str:
     if cfg.gemini.endpoint:
         return cfg.gemini.endpoint
-    return GOOGLE_EPHEMERAL_ENDPOINT if cfg.gemini.auth == "ephemeral_token" else GOOGLE_ENDPOINT
+    if cfg.gemini.auth == "ephemeral_token":
+        return GOOGLE_EPHEMERAL_ENDPOINT
+    return GOOGLE_V1ALPHA_ENDPOINT if cfg.gemini.api_version == "v1alpha" else GOOGLE_ENDPOINT
 
 
 # ---------------------------------------------------------------- secrets

@@ -193,6 +193,33 @@ def spawn_daemon(tmp_path: Path, daemon_env: dict[str, str]) -> Iterator[Any]:
         proc.stop()
 
 
+# ---------------------------------------------------------------- the wire
+
+
+@pytest.fixture(autouse=True)
+def sdk_checked_wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every message a LiveSession sends in this process is checked against
+    the google-genai SDK's own types (tests/support/sdk_wire.py); a test whose
+    daemon sent one the SDK refuses fails at its end."""
+    from support.sdk_wire import WireError, check_client_message
+
+    from edge_daemon.live.session import LiveSession
+
+    refused: list[str] = []
+    send = LiveSession._send
+
+    async def checked_send(self: LiveSession, text: str) -> None:
+        try:
+            check_client_message(text)
+        except WireError as exc:
+            refused.append(f"{exc} in {text[:300]}")
+        await send(self, text)
+
+    monkeypatch.setattr(LiveSession, "_send", checked_send)
+    yield refused
+    assert not refused, "messages the SDK's types refuse:\n" + "\n".join(refused[:5])
+
+
 # ---------------------------------------------------------------- skips
 # A suite that silently skips proves nothing. Every skip is listed at the end
 # of the run with its reason (which names the package that would run it).

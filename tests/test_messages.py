@@ -129,7 +129,7 @@ def test_tool_response_output_error_and_scheduling() -> None:
     assert body["functionResponses"] == [
         {"id": "c1", "name": "set_led", "response": {"output": {"on": True}}},
         {"id": "c2", "name": "set_relay", "response": {"error": "pin busy"}},
-        {"id": "c3", "name": "slow", "response": {"output": {}, "scheduling": "WHEN_IDLE"}},
+        {"id": "c3", "name": "slow", "response": {"output": {}}, "scheduling": "WHEN_IDLE"},
     ]
 
 

@@ -73,29 +73,41 @@ def test_backoff_spreads_over_the_whole_range_and_reaches_the_cap() -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "reason", "action", "advice"),
+    ("code", "reason", "token_auth", "action", "advice"),
     [
-        (1000, "", CloseAction.RESUME, "transient"),
-        (1006, "", CloseAction.RESUME, "transient"),
-        (None, "", CloseAction.RESUME, "transient"),
-        (1011, "Internal error encountered.", CloseAction.RESUME, "transient"),
-        (1011, "Deadline expired before operation could complete.", CloseAction.RESUME, ""),
-        (1008, "session not found", CloseAction.FRESH, "resumption handle"),
-        (1008, "API key not valid. Please pass a valid API key.", CloseAction.CONFIG, "API key"),
-        (1008, "Method doesn't allow unregistered callers", CloseAction.CONFIG, "API key"),
+        (1000, "", False, CloseAction.RESUME, "transient"),
+        (1006, "", False, CloseAction.RESUME, "transient"),
+        (None, "", False, CloseAction.RESUME, "transient"),
+        (1011, "Internal error encountered.", False, CloseAction.SERVER, "server-side"),
+        (1011, "The service is currently unavailable.", False, CloseAction.SERVER, "server-side"),
+        (1011, "Deadline expired before operation could complete.", True, CloseAction.SERVER, ""),
+        (1011, "Deadline exceeded.", False, CloseAction.SERVER, ""),
+        # The field's words for quota: RESOURCE_EXHAUSTED, "quota exceeded".
+        (1011, "RESOURCE_EXHAUSTED: quota exceeded", False, CloseAction.QUOTA, "quota"),
+        (1011, "You exceeded your current quota", True, CloseAction.QUOTA, "quota"),
+        (1008, "Resource has been exhausted (e.g. check quota).", False, CloseAction.QUOTA, ""),
+        # A refused ephemeral token: only where a token is in use.
+        (1008, "Unauthenticated: the auth token has expired", True, CloseAction.TOKEN, "token"),
+        (1011, "Token usage limit reached", True, CloseAction.TOKEN, "token"),
+        (1008, "session not found", True, CloseAction.FRESH, "resumption handle"),
+        (1008, "API key not valid. Please pass a valid API key.", False, CloseAction.CONFIG, "key"),
+        (1008, "Method doesn't allow unregistered callers", False, CloseAction.CONFIG, "API key"),
         (
             1008,
             "models/nope is not found for API version v1beta",
+            False,
             CloseAction.CONFIG,
             "gemini.model",
         ),
-        (1008, "Audio received while a function call is pending.", CloseAction.RESUME, "tool"),
-        (1007, "Request contains an invalid argument.", CloseAction.CONFIG, "gemini.*"),
-        (1007, "User location is not supported for the API use.", CloseAction.CONFIG, "region"),
+        (1008, "Audio received while a function call is pending.", False, CloseAction.RESUME, ""),
+        (1007, "Request contains an invalid argument.", False, CloseAction.CONFIG, "gemini.*"),
+        (1007, "User location is not supported for the API use.", False, CloseAction.CONFIG, "re"),
     ],
 )
-def test_close_code_policy(code: int | None, reason: str, action: CloseAction, advice: str) -> None:
-    verdict = classify_close(code, reason)
+def test_close_code_policy(
+    code: int | None, reason: str, token_auth: bool, action: CloseAction, advice: str
+) -> None:
+    verdict = classify_close(code, reason, token_auth=token_auth)
     assert verdict.action is action
     assert advice in verdict.advice
 

@@ -16,11 +16,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .models import language_instruction, traits
+
 log = logging.getLogger(__name__)
 
 MIC_MIME = "audio/pcm;rate=16000"
 DEFAULT_OUTPUT_RATE = 24000
 _RATE_RE = re.compile(r"rate=(\d+)")
+# Output rates a speaker path can take; anything else is a broken frame.
+_RATES = range(8000, 192001)
+# Unknown field names remembered (to log each once): bounded, since a hostile
+# or broken server could invent a new one in every frame.
+_UNKNOWN_KEPT = 256
 
 
 class MalformedMessage(ValueError):
@@ -43,22 +50,62 @@ class SetupOptions:
     resumption: bool = True
     resumption_handle: str | None = None
     context_window_compression: bool = True
+    # None: the model family's low-latency default (see _thinking).
+    thinking_budget: int | None = None
+    thinking_level: str | None = None
+    # "low", "medium", "high"; None sends nothing (the service's default).
+    media_resolution: str | None = None
+    google_search: bool = False
+    # v1alpha only (the config refuses them elsewhere).
+    proactive_audio: bool = False
+    affective_dialog: bool = False
+
+
+def _thinking(opts: SetupOptions) -> dict[str, Any] | None:
+    """A voice device wants the first word soon: unless told otherwise, 2.5
+    models do not think (budget 0) and 3.x models think minimally."""
+    style = traits(opts.model).thinking
+    if style == "budget":
+        budget = 0 if opts.thinking_budget is None else opts.thinking_budget
+        return {"thinkingBudget": budget}
+    if style == "level":
+        return {"thinkingLevel": (opts.thinking_level or "minimal").upper()}
+    return None
 
 
 def build_setup(opts: SetupOptions) -> str:
+    model = traits(opts.model)
     generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
     speech: dict[str, Any] = {}
     if opts.voice:
         speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": opts.voice}}
+    instruction = opts.system_instruction
     if opts.language:
-        speech["languageCode"] = opts.language
+        if model.native_audio:
+            # Native-audio models refuse a languageCode (1007); Google's Live
+            # guide steers them through the system instruction instead.
+            instruction = f"{instruction}\n\n{language_instruction(opts.language)}".strip()
+        else:
+            speech["languageCode"] = opts.language
     if speech:
         generation["speechConfig"] = speech
+    thinking = _thinking(opts)
+    if thinking is not None:
+        generation["thinkingConfig"] = thinking
+    if opts.media_resolution:
+        generation["mediaResolution"] = f"MEDIA_RESOLUTION_{opts.media_resolution.upper()}"
+    if opts.affective_dialog:
+        generation["enableAffectiveDialog"] = True
     setup: dict[str, Any] = {"model": opts.model, "generationConfig": generation}
-    if opts.system_instruction:
-        setup["systemInstruction"] = {"parts": [{"text": opts.system_instruction}]}
+    if instruction:
+        setup["systemInstruction"] = {"parts": [{"text": instruction}]}
+    tools: list[dict[str, Any]] = []
     if opts.function_declarations:
-        setup["tools"] = [{"functionDeclarations": [dict(d) for d in opts.function_declarations]}]
+        tools.append({"functionDeclarations": [dict(d) for d in opts.function_declarations]})
+    if opts.google_search:
+        tools.append({"googleSearch": {}})
+    if tools:
+        setup["tools"] = tools
     if opts.push_to_talk:
         # Push-to-talk means we say when speech starts and ends; a new press
         # while the model talks must cut it off (barge-in).
@@ -76,6 +123,8 @@ def build_setup(opts: SetupOptions) -> str:
         )
     if opts.context_window_compression:
         setup["contextWindowCompression"] = {"slidingWindow": {}}
+    if opts.proactive_audio:
+        setup["proactivity"] = {"proactiveAudio": True}
     return json.dumps({"setup": setup}, separators=(",", ":"))
 
 
@@ -105,6 +154,15 @@ def build_text(text: str) -> str:
     return json.dumps({"realtimeInput": {"text": text}}, separators=(",", ":"))
 
 
+def build_typed_turn(text: str, *, activity_signals: bool = True) -> list[str]:
+    """A typed user turn. With automatic activity detection off (push-to-talk),
+    the client says where each turn starts and ends, text included
+    (``AutomaticActivityDetection.disabled``: "the client must send activity
+    signals"): bare text outside an activity window may never be answered."""
+    text_msg = build_text(text)
+    return [ACTIVITY_START, text_msg, ACTIVITY_END] if activity_signals else [text_msg]
+
+
 @dataclass(frozen=True)
 class FunctionResult:
     """Our answer to one function call: ``output`` on success, ``error`` on failure."""
@@ -122,9 +180,11 @@ def build_tool_response(results: Iterable[FunctionResult]) -> str:
         body: dict[str, Any] = (
             {"error": r.error} if r.error is not None else {"output": dict(r.output or {})}
         )
+        response: dict[str, Any] = {"id": r.id, "name": r.name, "response": body}
         if r.scheduling:
-            body["scheduling"] = r.scheduling
-        responses.append({"id": r.id, "name": r.name, "response": body})
+            # A field of FunctionResponse itself (types.py), not of its response.
+            response["scheduling"] = r.scheduling
+        responses.append(response)
     return json.dumps({"toolResponse": {"functionResponses": responses}}, separators=(",", ":"))
 
 
@@ -171,13 +231,24 @@ class GenerationComplete:
 
 @dataclass(frozen=True)
 class TurnComplete:
-    pass
+    # turnCompleteReason when the server gives one: a safety stop
+    # (PROHIBITED_INPUT_CONTENT, ...), MALFORMED_FUNCTION_CALL, NEED_MORE_INPUT.
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WaitingForInput:
+    """The model is not generating because it expects the user to go on."""
 
 
 @dataclass(frozen=True)
 class Usage:
     total_tokens: int
     fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def count(self, name: str) -> int:
+        value = self.fields.get(name, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass(frozen=True)
@@ -217,6 +288,7 @@ ServerEvent = (
     | Interrupted
     | GenerationComplete
     | TurnComplete
+    | WaitingForInput
     | Usage
     | ToolCall
     | ToolCallCancellation
@@ -252,8 +324,8 @@ _seen_unknown: set[str] = set()
 def _note_unknown(where: str, names: Iterable[str]) -> None:
     # New fields appear over time; say so once per name, never per message.
     for name in names:
-        key = f"{where}.{name}"
-        if key not in _seen_unknown:
+        key = f"{where}.{name[:64]}"
+        if key not in _seen_unknown and len(_seen_unknown) < _UNKNOWN_KEPT:
             _seen_unknown.add(key)
             log.debug(
                 "ignoring unknown server field %s", key, extra={"EDGE_EVENT": "unknown_field"}
@@ -302,7 +374,15 @@ def _decode_inline(data: Any, where: str) -> bytes:
 
 def _audio_rate(mime: str) -> int:
     match = _RATE_RE.search(mime)
-    return int(match.group(1)) if match else DEFAULT_OUTPUT_RATE
+    if not match:
+        return DEFAULT_OUTPUT_RATE
+    digits = match.group(1)
+    # int() of thousands of digits raises ValueError (and costs time): a
+    # rate that long is a broken frame, never a rate.
+    rate = int(digits) if len(digits) <= 6 else 0
+    if rate not in _RATES:
+        raise MalformedMessage(f"inlineData.mimeType: unusable audio rate {digits[:12]!r}")
+    return rate
 
 
 def _server_content(content: Mapping[str, Any], out: list[ServerEvent]) -> None:
@@ -335,8 +415,11 @@ def _server_content(content: Mapping[str, Any], out: list[ServerEvent]) -> None:
         out.append(Interrupted())
     if content.get("generationComplete") is True:
         out.append(GenerationComplete())
+    if content.get("waitingForInput") is True:
+        out.append(WaitingForInput())
     if content.get("turnComplete") is True:
-        out.append(TurnComplete())
+        reason = content.get("turnCompleteReason")
+        out.append(TurnComplete(reason if isinstance(reason, str) else ""))
 
 
 def _tool_call(body: Mapping[str, Any]) -> ToolCall:

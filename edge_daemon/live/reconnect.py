@@ -31,6 +31,7 @@ from .session import (
     current_session_id,
     new_session_id,
 )
+from .tokens import TokenError, TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,28 @@ class Backoff:
         self.attempt += 1
         return self._rng.uniform(0.0, ceiling)
 
+    def next_delay_floor(self) -> float:
+        """The doubling ceiling, jittered down by at most a fifth: for waits
+        that must really be long (quota), yet not the same on every device."""
+        ceiling = min(self.max_s, self.initial_s * (2.0**self.attempt))
+        self.attempt += 1
+        return ceiling * self._rng.uniform(0.8, 1.0)
+
     def reset(self) -> None:
         self.attempt = 0
 
 
+def _refused_handshake(exc: Exception) -> bool:
+    text = str(exc)
+    return "HTTP 401" in text or "HTTP 403" in text
+
+
 class CloseAction(enum.Enum):
-    RESUME = "resume"  # transient: redial with the handle, short backoff
+    RESUME = "resume"  # transient (a drop, the 10-minute limit): redial with the handle
+    SERVER = "server"  # the service failed (1011 internal, unavailable): backoff, resume
     FRESH = "fresh"  # the handle is stale: drop it, redial at once
+    TOKEN = "token"  # the ephemeral token was refused: fetch another, redial
+    QUOTA = "quota"  # quota or rate limit exhausted: a long, growing wait
     CONFIG = "config"  # retrying repeats the same mistake: back off long
 
 
@@ -66,7 +82,13 @@ class CloseVerdict:
     advice: str
 
 
-def classify_close(code: int | None, reason: str) -> CloseVerdict:
+_QUOTA_WORDS = ("quota", "resource_exhausted", "resource exhausted", "rate limit", "exceeded")
+_TOKEN_WORDS = ("token", "unauthenticated", "credential", "expired")
+
+
+def classify_close(code: int | None, reason: str, *, token_auth: bool = False) -> CloseVerdict:
+    """What a close means and what to do about it (PROTOCOL.md's table, with
+    quota and tokens told apart from other 1011s and 1008s)."""
     text = reason.lower()
     if code == 1008 and "session not found" in text:
         return CloseVerdict(CloseAction.FRESH, "resumption handle expired; starting a new session")
@@ -74,6 +96,18 @@ def classify_close(code: int | None, reason: str) -> CloseVerdict:
         # Mic audio reached the server while a blocking tool call was open: our
         # timing, not the configuration, and the next session starts clean.
         return CloseVerdict(CloseAction.RESUME, "closed for audio during a tool call; reconnecting")
+    deadline = "deadline" in text  # "Deadline expired/exceeded": a slow server, not us
+    if code in (1008, 1011) and not deadline and any(w in text for w in _QUOTA_WORDS):
+        return CloseVerdict(
+            CloseAction.QUOTA,
+            "the API quota or rate limit is exhausted: waiting before trying again "
+            "(see the project's quota page in Google AI Studio)",
+        )
+    if token_auth and not deadline and any(w in text for w in _TOKEN_WORDS):
+        return CloseVerdict(
+            CloseAction.TOKEN,
+            "the ephemeral token was refused (spent or expired); fetching another",
+        )
     if code == 1008:
         if "api key" in text or "unregistered" in text or "permission" in text:
             advice = (
@@ -90,6 +124,8 @@ def classify_close(code: int | None, reason: str) -> CloseVerdict:
         else:
             advice = "the server rejected the setup as invalid (1007): check gemini.* in the config"
         return CloseVerdict(CloseAction.CONFIG, advice)
+    if code == 1011:
+        return CloseVerdict(CloseAction.SERVER, "a server-side error (1011); reconnecting")
     return CloseVerdict(CloseAction.RESUME, "transient; reconnecting")
 
 
@@ -252,6 +288,10 @@ class LinkSettings:
     # One send may wait this long for a peer that stopped reading; then the
     # connection counts as dead. None: wait for the keepalive to notice.
     send_timeout_s: float | None = 20.0
+    # Ephemeral tokens that renew: used instead of ``credentials`` when set.
+    tokens: TokenSource | None = None
+    # Quota exhausted: the first wait, doubling up to config_error_backoff_s.
+    quota_backoff_s: float = 60.0
 
 
 class SessionEnd(enum.Enum):
@@ -285,12 +325,20 @@ class Link:
         self._on_state = on_state
         self._rng = rng or random.Random()
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s, self._rng)
+        self.quota_backoff = Backoff(
+            settings.quota_backoff_s,
+            max(settings.quota_backoff_s, settings.config_error_backoff_s),
+            self._rng,
+        )
         self.resumption = Resumption()
         self.session: LiveSession | None = None
         self.state = LinkState.CONNECTING
         self.attempts = 0  # connections tried
         self.connects = 0  # connections set up
         self.last_error = ""
+        # What kind of trouble the link is in, for status and doctor: "" (none),
+        # "network", "server", "quota", "token", "config", "stale_handle", "stalled".
+        self.problem = ""
         self.last_close_code: int | None = None
         self.last_delay_s: float | None = None  # the wait before the latest redial
         self._end_code: int | None = None  # the close code that ended this attempt, if any
@@ -327,14 +375,16 @@ class Link:
                     await asyncio.wait_for(self._stop_event.wait(), delay)
         self._set(LinkState.CLOSED, "stopped")
 
-    async def _open(self, handle: str | None, session_id: str) -> LiveSession | None:
+    async def _open(
+        self, handle: str | None, session_id: str, credentials: Credentials | None
+    ) -> LiveSession | None:
         """Open a session, or None if the link was stopped meanwhile."""
         s = self.settings
         opener = asyncio.create_task(
             LiveSession.open(
                 s.url,
                 self._build_setup(handle),
-                s.credentials,
+                credentials,
                 connect_timeout_s=s.connect_timeout_s,
                 setup_timeout_s=s.setup_timeout_s,
                 send_timeout_s=s.send_timeout_s,
@@ -369,12 +419,26 @@ class Link:
         current_session_id.set(session_id)
         self.attempts += 1
         self._end_code = None
+        tokens = s.tokens
         try:
-            session = await self._open(handle, session_id)
+            credentials = (
+                await tokens.credentials(resuming=bool(handle))
+                if tokens is not None
+                else s.credentials
+            )
+        except TokenError as exc:
+            return self._token_failed(exc)
+        try:
+            session = await self._open(handle, session_id, credentials)
         except SessionClosed as exc:
             return self._after_close(exc.code, exc.reason, during_setup=True)
         except (SetupTimeout, SessionError) as exc:
             self.last_error = str(exc)
+            self.problem = "network"
+            if tokens is not None and _refused_handshake(exc):
+                # HTTP 401/403 at the handshake: the token, not the network.
+                tokens.rejected()
+                self.problem = "token"
             log.warning("session did not open: %s", exc, extra={"EDGE_EVENT": "connect_failed"})
             self._set(LinkState.RECONNECTING, str(exc))
             return self.backoff.next_delay()
@@ -387,7 +451,10 @@ class Link:
         if session is None:
             return 0.0
         session.resumed_seq = resumed_seq
+        if tokens is not None:
+            tokens.opened(resuming=bool(handle))
         self.session = session
+        self.problem = ""
         self.connects += 1
         if handle:
             self.resumption.resumes += 1
@@ -420,6 +487,7 @@ class Link:
             self.session = None
         if session.open_for_s >= s.healthy_after_s:
             self.backoff.reset()
+            self.quota_backoff.reset()
         if end is SessionEnd.STOP or self._stopping:
             self._stopping = True
             return 0.0
@@ -432,15 +500,47 @@ class Link:
         if end is SessionEnd.STALLED or failed:
             if not failed:
                 self.last_error = "server stopped answering"
+                self.problem = "stalled"
             self._set(LinkState.RECONNECTING, self.last_error)
             return self.backoff.next_delay()
         return self._after_close(code, reason, during_setup=False)
 
+    def _token_failed(self, exc: TokenError) -> float:
+        self.last_error = str(exc)
+        self.problem = "token"
+        fields = {"EDGE_EVENT": "token_failed"}
+        if not exc.retry:
+            delay = self.settings.config_error_backoff_s * self._rng.uniform(0.8, 1.0)
+            log.error("no usable token: %s; retrying in %.0f s", exc, delay, extra=fields)
+            self._set(LinkState.CONFIG_ERROR, str(exc))
+            return delay
+        delay = self.backoff.next_delay()
+        log.warning("no token for the next connection: %s", exc, extra=fields)
+        self._set(LinkState.RECONNECTING, str(exc))
+        return delay
+
     def _after_close(self, code: int | None, reason: str, *, during_setup: bool) -> float:
         self.last_close_code = self._end_code = code
-        verdict = classify_close(code, reason)
+        tokens = self.settings.tokens
+        verdict = classify_close(code, reason, token_auth=tokens is not None)
         fields = {"EDGE_EVENT": "session_closed", "EDGE_CLOSE_CODE": code}
         when = " during setup" if during_setup else ""
+        self.problem = (
+            verdict.action.value if verdict.action is not CloseAction.RESUME else "network"
+        )
+        if verdict.action is CloseAction.QUOTA:
+            # Not jittered to zero: every retry costs quota, and a fleet must spread.
+            delay = self.quota_backoff.next_delay_floor()
+            self.last_error = f"closed {code} {reason!r}: {verdict.advice}"
+            log.error("%s%s; retrying in %.0f s", self.last_error, when, delay, extra=fields)
+            self._set(LinkState.RECONNECTING, verdict.advice)
+            return delay
+        if verdict.action is CloseAction.TOKEN and tokens is not None:
+            tokens.rejected()
+            self.last_error = f"closed {code} {reason!r}: {verdict.advice}"
+            log.warning("%s%s", self.last_error, when, extra=fields)
+            self._set(LinkState.RECONNECTING, verdict.advice)
+            return self.backoff.next_delay()
         if verdict.action is CloseAction.CONFIG:
             delay = self.settings.config_error_backoff_s * self._rng.uniform(0.8, 1.0)
             self.last_error = f"closed {code} {reason!r}: {verdict.advice}"
@@ -455,12 +555,15 @@ class Link:
             # Long and jittered: hammering replays the same bad request.
             return delay
         if verdict.action is CloseAction.FRESH and self.resumption.handle is not None:
+            self.problem = "stale_handle"
             self.resumption.drop()
             self.last_error = verdict.advice
             log.warning("closed %s %r%s: %s", code, reason, when, verdict.advice, extra=fields)
             self._set(LinkState.RECONNECTING, verdict.advice)
             return 0.0
         self.last_error = f"closed {code} {reason!r}" if code is not None else "closed"
+        if verdict.action is CloseAction.SERVER:
+            self.last_error += f": {verdict.advice}"
         log.warning("session ended%s: %s", when, self.last_error, extra=fields)
         self._set(LinkState.RECONNECTING, self.last_error)
         return self.backoff.next_delay()

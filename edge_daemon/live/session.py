@@ -280,6 +280,12 @@ class LiveSession:
     async def send_text(self, text: str) -> None:
         await self._send(m.build_text(text))
 
+    async def send_typed_turn(self, text: str, *, activity_signals: bool = True) -> None:
+        """A whole typed user turn: framed by activity signals when the setup
+        disabled automatic activity detection (see messages.build_typed_turn)."""
+        for message in m.build_typed_turn(text, activity_signals=activity_signals):
+            await self._send(message)
+
     async def activity_start(self) -> None:
         await self._send(m.ACTIVITY_START)
 
