@@ -65,6 +65,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     add_doctor_arguments(doctor)
 
+    mint = sub.add_parser(
+        "mint-token", help="mint an ephemeral token from an API key (for gemini.token_command)"
+    )
+    _add_config(mint)
+    from .mint_token import add_arguments as add_mint_arguments
+
+    add_mint_arguments(mint)
+
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
     if argv is None or "fake-server" in argv:
         # Only then: the fake server costs every other process ~2.5 MB.
@@ -182,6 +190,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .doctor import run_from_args as run_doctor
 
         return run_doctor(args)
+    if args.command == "mint-token":
+        from .mint_token import run_from_args as run_mint
+
+        return run_mint(args)
     if args.command == "fake-server":
         from .fake_gemini import run_from_args
 

@@ -515,6 +515,12 @@ class Daemon:
                 resumption_handle=handle,
                 # Audio+video sessions end after 2 minutes without compression.
                 context_window_compression=g.context_window_compression or self.camera is not None,
+                thinking_budget=g.thinking_budget,
+                thinking_level=g.thinking_level,
+                media_resolution=g.media_resolution if self.camera is not None else None,
+                google_search=g.google_search,
+                proactive_audio=g.proactive_audio,
+                affective_dialog=g.affective_dialog,
             )
         )
 

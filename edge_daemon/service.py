@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 
@@ -18,8 +19,12 @@ from .control import ControlServer, default_user_socket
 from .daemon import Daemon, State
 from .hardware_setup import attach_hardware
 from .keyboard import keyboard_toggle
+from .live.handle_store import FILE_NAME as HANDLE_FILE
+from .live.handle_store import HandleStore
 from .live.reconnect import LinkSettings
 from .live.session import Credentials
+from .live.tokens import TokenLimits, TokenSource
+from .state import state_dir, user_state_dir
 from .tools.photo import take_photo_tool
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,9 @@ EXIT_CONFIG = exits.CONFIG  # the unit does not restart on it (RestartPreventExi
 def simulate_overrides(cfg: Config) -> dict[str, object]:
     """What --simulate changes: only what the config leaves unsaid."""
     overrides: dict[str, object] = {}
+    if "state.dir" not in cfg.explicit:
+        # Never the installed service's state, even when run as root.
+        overrides["state.dir"] = str(user_state_dir())
     if "audio.backend" not in cfg.explicit:
         overrides["audio.backend"] = (
             "wav" if cfg.audio.input_wav or cfg.audio.output_wav else "null"
@@ -39,11 +47,42 @@ def simulate_overrides(cfg: Config) -> dict[str, object]:
     return overrides
 
 
+def token_source(cfg: Config, secret: Secret | None) -> TokenSource | None:
+    """Ephemeral tokens are tracked (uses, windows, expiry) and renewed
+    through gemini.token_command; an API key is used as it is."""
+    g = cfg.gemini
+    if g.auth != "ephemeral_token":
+        return None
+    return TokenSource(
+        command=g.token_command,
+        initial=secret.reveal() if secret is not None else None,
+        limits=TokenLimits(g.token_uses, g.token_new_session_s, g.token_expire_s),
+        timeout_s=g.token_timeout_s,
+    )
+
+
+def setup_fingerprint(cfg: Config, url: str) -> str:
+    """What a saved resumption handle belongs to: the same endpoint, model,
+    instructions and tools (a handle from another setup is not resumed)."""
+    g = cfg.gemini
+    parts = [url, g.model, g.system_instruction, g.language, repr(cfg.tools)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 def link_settings(cfg: Config, url: str, secret: Secret | None) -> LinkSettings:
-    creds = Credentials(secret.reveal(), cfg.gemini.auth) if secret is not None else None
+    tokens = token_source(cfg, secret)
+    creds = (
+        Credentials(secret.reveal(), cfg.gemini.auth)
+        if secret is not None and tokens is None
+        else None
+    )
+    store = HandleStore(state_dir(cfg.state.dir) / HANDLE_FILE, setup_fingerprint(cfg, url))
     return LinkSettings(
         url=url,
         credentials=creds,
+        tokens=tokens,
+        handle_store=store,
+        quota_backoff_s=cfg.link.quota_backoff_s,
         connect_timeout_s=cfg.gemini.connect_timeout_s,
         setup_timeout_s=cfg.gemini.setup_timeout_s,
         backoff_initial_s=cfg.link.backoff_initial_s,
@@ -72,7 +111,7 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         log.info("simulating: built-in fake Gemini at %s", url, extra={"EDGE_EVENT": "fake_server"})
     else:
         url = default_endpoint(cfg)
-        if secret is None:
+        if secret is None and not cfg.gemini.token_command:
             log.error(
                 "no Gemini API key: set $GEMINI_API_KEY, gemini.api_key_file, or the systemd "
                 "credential gemini-api-key (or use --simulate to try it without one)"

@@ -156,8 +156,11 @@ def _bind_notify(path: Path) -> socket.socket:
 
 
 @pytest.fixture
-def daemon_env() -> dict[str, str]:
+def daemon_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+    # The resumption handle a daemon saves stays with its test.
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env.pop("STATE_DIRECTORY", None)
     env.pop("JOURNAL_STREAM", None)
     env.pop("EDGE_DAEMON_CONFIG", None)
     env["GEMINI_API_KEY"] = SECRET

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import messages as m
+from .handle_store import HandleStore
 from .session import (
     Credentials,
     LiveSession,
@@ -133,14 +134,28 @@ class Resumption:
     """The last non-empty handle: the server sends empty ones mid-turn.
 
     ``seq`` numbers the handles kept, so "was this handle issued after that
-    event" is a comparison: see ToolOutbox.
+    event" is a comparison: see ToolOutbox. With a ``store``, the handle also
+    outlives the process (see handle_store.py).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, store: HandleStore | None = None) -> None:
         self.handle: str | None = None
         self.updated_at: float | None = None
         self.seq = 0
         self.resumes = 0
+        self.store = store
+        self.restored = False
+        saved = store.load() if store is not None else None
+        if saved is not None:
+            self.handle, age = saved
+            self.updated_at = time.monotonic() - age
+            self.seq = 1
+            self.restored = True
+            log.info(
+                "resuming the conversation saved %.0f s ago",
+                age,
+                extra={"EDGE_EVENT": "handle_restored"},
+            )
 
     def update(self, event: m.ResumptionUpdate) -> bool:
         """Keep the handle if it is one; True if it was."""
@@ -149,11 +164,15 @@ class Resumption:
         self.handle = event.handle
         self.updated_at = time.monotonic()
         self.seq += 1
+        if self.store is not None:
+            self.store.save(event.handle)
         return True
 
     def drop(self) -> None:
         self.handle = None
         self.updated_at = None
+        if self.store is not None:
+            self.store.clear()
 
     @property
     def age_s(self) -> float | None:
@@ -292,6 +311,8 @@ class LinkSettings:
     tokens: TokenSource | None = None
     # Quota exhausted: the first wait, doubling up to config_error_backoff_s.
     quota_backoff_s: float = 60.0
+    # Where the resumption handle outlives the process (None: it does not).
+    handle_store: HandleStore | None = None
 
 
 class SessionEnd(enum.Enum):
@@ -330,7 +351,7 @@ class Link:
             max(settings.quota_backoff_s, settings.config_error_backoff_s),
             self._rng,
         )
-        self.resumption = Resumption()
+        self.resumption = Resumption(settings.handle_store)
         self.session: LiveSession | None = None
         self.state = LinkState.CONNECTING
         self.attempts = 0  # connections tried
@@ -351,6 +372,13 @@ class Link:
         self._on_state(state, detail)
 
     async def run(self) -> None:
+        try:
+            await self._redial_forever()
+        finally:
+            if self.resumption.store is not None:
+                self.resumption.store.flush()
+
+    async def _redial_forever(self) -> None:
         while not self._stopping:
             delay = await self._one_session()
             if self._stopping:
