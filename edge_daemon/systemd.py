@@ -8,11 +8,16 @@ no-op, no journal means stderr.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import enum
 import logging
+import logging.handlers
 import os
+import queue
 import socket
 import sys
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -207,8 +212,70 @@ def use_journal(target: str, env: Mapping[str, str] | None = None, fd: int = 2) 
     return stderr_is_journal(env, fd)  # "auto"
 
 
+# Records waiting for the writer thread. A wedged journald must never block
+# the event loop (a blocked loop also stops the watchdog pings): past this
+# many, the oldest is dropped and counted.
+LOG_QUEUE_SIZE = 1000
+
+
+class DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread without ever waiting for it."""
+
+    def __init__(self, q: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(q)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        q = typing.cast("queue.Queue[logging.LogRecord]", self.queue)
+        while True:
+            try:
+                q.put_nowait(record)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    q.get_nowait()
+                self.dropped += 1
+                if self.dropped == 1:
+                    print(
+                        "edge-daemon: the log is not keeping up; dropping the oldest records",
+                        file=sys.stderr,
+                    )
+
+
+class _Writer(logging.handlers.QueueListener):
+    """The writer thread; stopping it waits a bounded time, so a wedged
+    journald cannot hold up the exit either."""
+
+    def enqueue_sentinel(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(self._sentinel, timeout=2.0)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        thread = self._thread  # type: ignore[has-type]
+        if thread is not None:
+            self.enqueue_sentinel()
+            thread.join(2.0)
+            self._thread = None
+
+
+_listener: _Writer | None = None
+
+
+def stop_logging() -> None:
+    """Write out what is queued (at exit, or before logging is set up again)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
 def configure_logging(level: str = "info", target: str = "auto") -> str:
-    """Set up the root logger; return where logs go ("journal" or "stderr")."""
+    """Set up the root logger; return where logs go ("journal" or "stderr").
+
+    Records are prepared (fields, session id, secrets scrubbed) in the thread
+    that logs them, then written by a thread of their own."""
+    global _listener
+    stop_logging()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -228,13 +295,34 @@ def configure_logging(level: str = "info", target: str = "auto") -> str:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(FieldsFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RecordFields())
-    root.addHandler(handler)
+    front = DroppingQueueHandler(queue.Queue(LOG_QUEUE_SIZE))
+    front.setFormatter(_PassThrough())
+    front.addFilter(RecordFields())
+    root.addHandler(front)
+    _listener = _Writer(front.queue, handler)  # type: ignore[arg-type]
+    _listener.start()
+    atexit.register(stop_logging)
     # Library chatter (frames, pings) never above debug, and never the
     # handshake headers, which carry the API key.
     for noisy in ("websockets", "asyncio"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
     return where
+
+
+class _PassThrough(logging.Formatter):
+    """QueueHandler.prepare() formats the record and drops exc_info: the
+    message keeps the traceback text, and the writer's own formatter adds
+    the time, level and fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            message = f"{message}\n{record.exc_text}"
+        if record.stack_info:
+            message = f"{message}\n{self.formatStack(record.stack_info)}"
+        return message
 
 
 def edge_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -388,11 +388,48 @@ def test_stderr_lines_carry_the_fields(capsys: pytest.CaptureFixture[str]) -> No
             current_session_id.reset(token)
         logging.getLogger("websockets.client").debug("frame noise")
     finally:
+        systemd.stop_logging()  # the writer thread has written everything
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
     err = capsys.readouterr().err
     assert "closed  EDGE_EVENT=session_closed EDGE_CLOSE_CODE=1011 EDGE_SESSION=0a0b0c" in err
     assert "frame noise" not in err
+
+
+def test_a_stuck_log_writer_never_blocks_the_logging_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wedged journald: the writer blocks, yet logging returns at once, the
+    oldest records are dropped and counted, and the newest survive."""
+    import threading
+
+    gate = threading.Event()
+    written: list[str] = []
+
+    class Stuck(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            gate.wait()
+            written.append(record.getMessage())
+
+    monkeypatch.setattr(systemd, "_journal_handler", lambda: Stuck())
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        systemd.configure_logging("info", "journal")
+        front = next(h for h in root.handlers if isinstance(h, systemd.DroppingQueueHandler))
+        log = logging.getLogger("edge_daemon.test")
+        for i in range(systemd.LOG_QUEUE_SIZE * 3):
+            log.info("record %d", i)  # would hang here if logging waited for the writer
+        assert front.dropped >= systemd.LOG_QUEUE_SIZE
+        gate.set()
+        systemd.stop_logging()
+    finally:
+        gate.set()
+        systemd.stop_logging()
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    assert written[-1] == f"record {systemd.LOG_QUEUE_SIZE * 3 - 1}"
+    assert len(written) <= systemd.LOG_QUEUE_SIZE + 2
 
 
 # --------------------------------------------------------------------------- the unit
