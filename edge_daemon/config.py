@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hmac
+import ipaddress
 import json
 import math
 import os
@@ -777,6 +778,21 @@ def _flatten(overrides: Mapping[str, object], prefix: str = "") -> Iterator[tupl
             yield from _flatten(value, _join(prefix, str(key)))
         else:
             yield _join(prefix, str(key)), value
+
+
+def cleartext_to_remote(url: str) -> bool:
+    """A ws:// URL to a host other than this machine: a key or token sent
+    there crosses the network in clear text."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def default_endpoint(cfg: Config) -> str:

@@ -14,7 +14,15 @@ from . import exits, systemd
 from .audio import open_audio
 from .audio.base import AudioConfigError, Microphone, Speaker
 from .camera import Camera, CameraConfigError, open_camera
-from .config import Config, ConfigError, Secret, default_endpoint, resolve_secret, with_overrides
+from .config import (
+    Config,
+    ConfigError,
+    Secret,
+    cleartext_to_remote,
+    default_endpoint,
+    resolve_secret,
+    with_overrides,
+)
 from .control import ControlServer, default_user_socket
 from .daemon import Daemon, State
 from .hardware_setup import attach_hardware
@@ -117,6 +125,13 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
                 "credential gemini-api-key (or use --simulate to try it without one)"
             )
             return EXIT_CONFIG
+    if (secret is not None or cfg.gemini.token_command) and cleartext_to_remote(url):
+        log.error(
+            "gemini.endpoint %s is ws:// to another machine: the key would cross the network "
+            "in clear text. Use wss://, or a ws:// endpoint on this machine (127.0.0.1)",
+            url,
+        )
+        return EXIT_CONFIG
     if secret is not None:
         # Nothing logs the key; this scrubs it should anything ever try.
         systemd.redact(secret.reveal())

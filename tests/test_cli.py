@@ -135,3 +135,22 @@ def test_second_daemon_on_the_same_socket_exits_78_without_traceback(tmp_path: P
     assert result.returncode == 78
     assert "another edge-daemon is listening" in result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+def test_a_key_is_never_sent_in_clear_text_to_another_machine(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[gemini]\nendpoint = "ws://192.0.2.10:8765"\n'
+        f'[control]\nsocket = "{tmp_path / "s.sock"}"\nkeyboard = false\n'
+    )
+    result = run_cli("run", "--config", str(cfg), env={"GEMINI_API_KEY": SECRET})
+    assert result.returncode == 78
+    assert "clear text" in result.stderr and SECRET not in result.stderr
+    # To this machine it is allowed (the tests' fake servers listen there).
+    from edge_daemon.config import cleartext_to_remote
+
+    assert not cleartext_to_remote("ws://127.0.0.1:8765")
+    assert not cleartext_to_remote("ws://localhost:8765/x")
+    assert not cleartext_to_remote("ws://[::1]:8765")
+    assert not cleartext_to_remote("wss://example.com")
+    assert cleartext_to_remote("ws://example.com")

@@ -37,7 +37,11 @@ _ws_log.setLevel(logging.INFO)
 # seconds of audio, and the default 1 MiB cap is too tight.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 60.0
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Sized for a 512 MB Pi: the service sends audio in small pieces, so 2 MiB
+# is far above any real message, and at most MAX_QUEUE of them wait unread
+# (16 MiB in the worst case; 16 MiB messages, 16 deep, were 256 MiB).
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+MAX_QUEUE = 8
 # A server that streams garbage must not flood the journal: this many malformed
 # frames per connection are warnings, the rest debug (all are counted).
 MALFORMED_WARNINGS = 5
@@ -152,6 +156,7 @@ class LiveSession:
                     ping_timeout=PING_TIMEOUT_S,
                     close_timeout=2.0,
                     max_size=MAX_MESSAGE_BYTES,
+                    max_queue=MAX_QUEUE,
                     # Base64 audio barely compresses; deflate would only cost a Pi CPU.
                     compression=None,
                     logger=_ws_log,
