@@ -3,8 +3,10 @@ with real images, the frame ticker on a virtual clock, and the take_photo tool."
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
+import inspect
 import io
 import itertools
 import logging
@@ -65,12 +67,24 @@ def close_to(a: tuple[int, ...], b: tuple[int, ...], tol: int = 12) -> bool:
 
 class FakePicamera2:
     """The slice of picamera2's ``Picamera2`` the adapter may use, with the real
-    signatures (raspberrypi/picamera2, picamera2/picamera2.py). It "captures" a
-    JPEG of the configured size, encoded at ``options["quality"]`` as the real
-    one does, and fails the test on a mode switch."""
+    signatures (``tests/support/picamera2_api.pyi``, copied from
+    raspberrypi/picamera2 ``picamera2/picamera2.py``; a test below holds the
+    two together). It "captures" a JPEG of the configured size, encoded at
+    ``options["quality"]`` as the real one does, and fails the test on a mode
+    switch.
+
+    With ``no_frames`` the camera delivers nothing (cable out): a capture with
+    a numeric ``wait`` raises ``TimeoutError`` after queueing its job, as
+    picamera2 0.3.20 and later do, and the job stays queued until
+    ``cancel_all_and_flush()``. While one is queued, ``stop()`` (and ``close()``,
+    which calls it) would queue behind it and never return: the fake fails the
+    test instead of hanging it."""
 
     instances: ClassVar[list[FakePicamera2]] = []
     fail_configure: ClassVar[bool] = False
+    no_frames: ClassVar[bool] = False
+    # Instance attributes of the fake's own, for the tests; not picamera2's.
+    TEST_ONLY: ClassVar[frozenset[str]] = frozenset({"calls", "queued"})
 
     def __init__(
         self,
@@ -79,10 +93,11 @@ class FakePicamera2:
         tuning: Any = None,
         allocator: Any = None,
     ) -> None:
-        self.camera_num = camera_num
+        self.camera_idx = camera_num
         self.options: dict[str, Any] = {}
         self.calls: list[str] = []
-        self.camera_config: dict[str, Any] | None = None
+        self.queued: list[io.BytesIO] = []  # capture jobs waiting for a frame
+        self.camera_config: dict[str, Any] = {}
         self.started = False
         self.is_open = True
         self.sensor_resolution = (4056, 3040)
@@ -93,8 +108,8 @@ class FakePicamera2:
         main: dict[str, Any] = {},  # noqa: B006 - picamera2's own signature
         lores: dict[str, Any] | None = None,
         raw: dict[str, Any] = {},  # noqa: B006
-        transform: Any = None,
-        colour_space: Any = None,
+        transform: Any = None,  # libcamera.Transform()
+        colour_space: Any = None,  # libcamera.ColorSpace.Sycc()
         buffer_count: int = 1,
         controls: dict[str, Any] = {},  # noqa: B006
         display: str | None = None,
@@ -104,6 +119,8 @@ class FakePicamera2:
         use_case: str = "still",
     ) -> dict[str, Any]:
         self.calls.append("create_still_configuration")
+        bad = set(main) - {"format", "size", "stride", "preserve_ar"}
+        assert not bad, f"Bad key {bad}: valid stream configuration keys are format, size, ..."
         size = main.get("size", self.sensor_resolution)
         assert size[0] % 2 == 0 and size[1] % 2 == 0, "width and height should be even"
         return {
@@ -124,7 +141,7 @@ class FakePicamera2:
         main: dict[str, Any] = {},  # noqa: B006
         lores: dict[str, Any] | None = None,
         raw: dict[str, Any] = {},  # noqa: B006
-        transform: Any = None,
+        transform: Any = None,  # libcamera.Transform()
         colour_space: Any = None,
         buffer_count: int = 6,
         controls: dict[str, Any] = {},  # noqa: B006
@@ -145,14 +162,16 @@ class FakePicamera2:
             raise RuntimeError("Camera must be stopped before configuring")
         if FakePicamera2.fail_configure:
             raise RuntimeError("Failed to allocate buffers: Cannot allocate memory")
+        # None is picamera2's "preview" configuration: not what the adapter wants.
+        assert isinstance(camera_config, dict), "configure with the still configuration"
         self.camera_config = camera_config
 
     def start(self, config: Any = None, show_preview: bool | None = False) -> None:
         self.calls.append("start")
+        if not self.camera_config and config is None:
+            config = "preview"  # what picamera2 does; the assert in configure catches it
         if config is not None:
             self.configure(config)
-        if self.camera_config is None:
-            raise RuntimeError("Camera has not been configured")
         self.started = True
 
     def capture_file(
@@ -169,32 +188,65 @@ class FakePicamera2:
         assert name == "main" and format in ("jpeg", "jpg")
         assert isinstance(file_output, io.BytesIO), "captures go to memory, not the SD card"
         assert wait is not None and wait > 0, "a capture must not wait forever"
-        assert self.camera_config is not None
-        size = self.camera_config["main"]["size"]
-        shade = (40 * len(self.calls)) % 256
-        quality = self.options.get("quality", 90)
-        file_output.write(solid(size, (shade, 128, 200), quality=quality))
+        assert not isinstance(wait, bool), "wait=True waits forever; a number of seconds times out"
+        self.queued.append(file_output)
+        if FakePicamera2.no_frames:
+            raise TimeoutError  # concurrent.futures.TimeoutError: the job stays queued
+        # Each frame goes to the oldest queued job: a job abandoned after a
+        # timeout takes the first frame that comes, unless it was flushed.
+        while self.queued:
+            self._frame_to(self.queued.pop(0))
         return {"SensorTimestamp": 0, "ExposureTime": 10000}
 
     def switch_mode(self, camera_config: Any, wait: Any = None, signal_function: Any = None) -> Any:
         raise AssertionError("mode switches have run small Pis out of memory: never switch")
 
-    def switch_mode_and_capture_file(self, *args: Any, **kwargs: Any) -> Any:
+    def switch_mode_and_capture_file(
+        self,
+        camera_config: Any,
+        file_output: Any,
+        name: str = "main",
+        format: str | None = None,
+        wait: Any = None,
+        signal_function: Any = None,
+        exif_data: Any = None,
+        delay: int = 0,
+    ) -> Any:
         raise AssertionError("mode switches have run small Pis out of memory: never switch")
+
+    def cancel_all_and_flush(self) -> None:
+        self.calls.append("cancel_all_and_flush")
+        self.queued.clear()
 
     def stop(self) -> None:
         self.calls.append("stop")
-        self.started = False
+        self._stop()
 
     def close(self) -> None:
         self.calls.append("close")
+        if self.is_open:
+            self._stop()  # picamera2's close() stops the camera itself
         self.is_open = False
+
+    def _stop(self) -> None:
+        assert not (self.started and self.queued), (
+            "stop() would queue behind a capture still waiting for a frame and never "
+            "return: cancel_all_and_flush() first"
+        )
+        self.started = False
+
+    def _frame_to(self, out: io.BytesIO) -> None:
+        size = self.camera_config["main"]["size"]
+        shade = (40 * len(self.calls)) % 256
+        quality = self.options.get("quality", 90)
+        out.write(solid(size, (shade, 128, 200), quality=quality))
 
 
 @pytest.fixture
 def picam() -> type[FakePicamera2]:
     FakePicamera2.instances = []
     FakePicamera2.fail_configure = False
+    FakePicamera2.no_frames = False
     return FakePicamera2
 
 
@@ -205,7 +257,7 @@ async def test_picamera2_keeps_one_low_resolution_configuration_running(
     assert isinstance(cam, Camera)
     frames = [await cam.capture() for _ in range(3)]
     (fake,) = picam.instances
-    assert fake.camera_num == 0
+    assert fake.camera_idx == 0
     assert fake.calls == [
         "create_still_configuration",
         "configure",
@@ -214,7 +266,7 @@ async def test_picamera2_keeps_one_low_resolution_configuration_running(
         "capture_file",
         "capture_file",
     ]
-    assert fake.camera_config is not None and fake.camera_config["main"]["size"] == (640, 480)
+    assert fake.camera_config["main"]["size"] == (640, 480)
     assert fake.options["quality"] == 70
     for jpeg in frames:
         assert image_size(jpeg) == (640, 480)
@@ -263,6 +315,85 @@ async def test_picamera2_without_a_camera_says_how_to_check(picam: type[FakePica
     with pytest.raises(RuntimeError, match="Cannot allocate memory"):
         await cam.start()
     assert picam.instances[-1].calls[-1] == "close", "a camera that failed to start is released"
+
+
+async def test_a_capture_that_times_out_is_flushed_and_the_camera_still_closes(
+    picam: type[FakePicamera2],
+) -> None:
+    cam = Picamera2Camera(factory=picam)
+    await cam.capture()
+    (fake,) = picam.instances
+    picam.no_frames = True  # the cable came out
+    with pytest.raises(CameraError, match=r"no frame from camera 0 within 8 s"):
+        await cam.capture()
+    assert fake.calls[-2:] == ["capture_file", "cancel_all_and_flush"] and not fake.queued
+    picam.no_frames = False  # back: the next frame is ours, not the abandoned job's
+    before = len(fake.calls)
+    assert image_size(await cam.capture()) == (640, 480)
+    assert fake.calls[before:] == ["capture_file"]
+    picam.no_frames = True
+    with pytest.raises(CameraError):
+        await cam.capture()
+    await cam.close()  # would hang in stop() on a real camera without the flush
+    assert fake.calls[-3:] == ["cancel_all_and_flush", "stop", "close"] and not fake.is_open
+
+
+def test_the_fake_refuses_to_stop_behind_a_queued_capture(picam: type[FakePicamera2]) -> None:
+    """The fake's model of picamera2's job queue, which the test above relies on."""
+    fake = picam()
+    fake.start(fake.create_still_configuration())
+    picam.no_frames = True
+    with pytest.raises(TimeoutError):
+        fake.capture_file(io.BytesIO(), format="jpeg", wait=1.0)
+    with pytest.raises(AssertionError, match="never"):
+        fake.stop()
+    fake.cancel_all_and_flush()
+    fake.stop()
+
+
+def _real_picamera2_api() -> tuple[dict[str, list[tuple[str, object]]], set[str]]:
+    """picamera2's parameters (name, default) per method, and its attribute names,
+    from tests/support/picamera2_api.pyi. A default that is not a literal (a
+    libcamera object) reads as ``...``."""
+    text = (Path(__file__).parent / "support" / "picamera2_api.pyi").read_text()
+    (cls,) = (n for n in ast.parse(text).body if isinstance(n, ast.ClassDef))
+    methods: dict[str, list[tuple[str, object]]] = {}
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef):
+            args = node.args.args
+            defaults: list[object] = [inspect.Parameter.empty] * (
+                len(args) - len(node.args.defaults)
+            )
+            for d in node.args.defaults:
+                try:
+                    defaults.append(ast.literal_eval(d))
+                except ValueError:
+                    defaults.append(...)
+            methods[node.name] = [(a.arg, d) for a, d in zip(args, defaults, strict=True)]
+    attrs = {
+        n.target.id
+        for n in cls.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+    }
+    return methods, attrs
+
+
+def test_the_fake_picamera2_has_the_real_signatures(picam: type[FakePicamera2]) -> None:
+    real_methods, real_attrs = _real_picamera2_api()
+    for name, want in real_methods.items():
+        params = inspect.signature(getattr(FakePicamera2, name)).parameters.values()
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), name
+        have = [(p.name, p.default) for p in params]
+        assert [n for n, _ in have] == [n for n, _ in want], f"{name}: parameter names differ"
+        for (param, fake_default), (_, real_default) in zip(have, want, strict=True):
+            if real_default is ...:  # a libcamera object: the fake can only have a default
+                assert fake_default is not inspect.Parameter.empty, f"{name}({param})"
+            else:
+                assert fake_default == real_default, f"{name}({param}): {fake_default!r}"
+    methods = {n for n, v in vars(FakePicamera2).items() if callable(v) and not n.startswith("_")}
+    assert methods <= set(real_methods), f"not picamera2's: {methods - set(real_methods)}"
+    attrs = {n for n in vars(picam()) if not n.startswith("_")} - FakePicamera2.TEST_ONLY
+    assert attrs <= real_attrs, f"not picamera2's: {attrs - real_attrs}"
 
 
 async def test_picamera2_missing_library_is_a_config_error(

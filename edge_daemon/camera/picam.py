@@ -4,6 +4,12 @@ One low-resolution still configuration is set up once and kept running; every
 capture takes the next frame from it as a JPEG into memory. Switching modes
 per capture (the picamera2 examples' ``switch_mode_and_capture_file``) has
 run small Pis out of contiguous memory (ENOMEM), so this never does.
+
+A capture that times out stays queued inside picamera2, and ``stop()`` (which
+``close()`` calls too) queues behind it and never returns while the camera
+sends no frames; ``cancel_all_and_flush()`` (picamera2 0.3.20 and later) drops
+it. README.md, "What the fakes stand in for", lists every call made here and
+where in picamera2's source it was checked.
 """
 
 from __future__ import annotations
@@ -72,11 +78,26 @@ class Picamera2Camera(ThreadedCamera):
 
     def _grab(self) -> bytes:
         out = io.BytesIO()
-        self._cam.capture_file(out, format="jpeg", wait=FRAME_WAIT_S)
+        try:
+            self._cam.capture_file(out, format="jpeg", wait=FRAME_WAIT_S)
+        except TimeoutError:  # concurrent.futures.TimeoutError, the same class since 3.11
+            # The job is still queued: it would take the next frame, and
+            # stop() would wait behind it for good if no frame ever comes.
+            self._flush()
+            raise CameraError(
+                f"no frame from camera {self.camera_num} within {FRAME_WAIT_S:g} s "
+                "(cable, or another program using it?)"
+            ) from None
         return out.getvalue()
 
     def _release(self) -> None:
         try:
+            self._flush()  # nothing queued may hold up stop()
             self._cam.stop()
         finally:
             self._cam.close()
+
+    def _flush(self) -> None:
+        flush = getattr(self._cam, "cancel_all_and_flush", None)
+        if flush is not None:  # picamera2 older than 0.3.20 has none
+            flush()

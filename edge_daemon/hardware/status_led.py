@@ -25,6 +25,7 @@ from gpiozero import LED, PWMLED, RGBLED
 from gpiozero.pins import Factory
 
 from ..config import StatusLedConfig
+from .pins import for_outputs
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class StatusLed:
     def __init__(self, cfg: StatusLedConfig, pin_factory: Factory | None = None) -> None:
         self._cfg = cfg
         self._device: LED | PWMLED | RGBLED | None = None
+        if cfg.kind != "none":
+            pin_factory = for_outputs(pin_factory)  # an active-low LED starts dark
         if cfg.kind == "led":
             self._device = LED(cfg.pin, active_high=cfg.active_high, pin_factory=pin_factory)
         elif cfg.kind == "pwm":

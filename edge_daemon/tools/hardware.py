@@ -39,6 +39,7 @@ from gpiozero import LED, PWMLED, OutputDevice
 from gpiozero.pins import Factory
 
 from ..config import LedToolConfig, RelayToolConfig, ToolsConfig
+from ..hardware.pins import for_outputs
 from .registry import Tool, ToolRegistry, function_declaration
 from .schema import check_declaration, describe, validate_args
 
@@ -335,7 +336,8 @@ class _Relay(_Device):
         super().__init__(cfg.name, cfg.pin, ctx)
         self.cfg = cfg
         # initial_value=False drives the pin to "off" (honouring active_high)
-        # the moment it is claimed: whatever it was before we started.
+        # the moment it is claimed, whatever it was before we started; on lgpio
+        # only through a factory from for_outputs (see hardware/pins.py).
         self.device = OutputDevice(
             cfg.pin, active_high=cfg.active_high, initial_value=False, pin_factory=factory
         )
@@ -549,6 +551,9 @@ class HardwareTools:
         self._leds: list[_Led] = []
         self._relays: list[_Relay] = []
         try:
+            if cfg.led or cfg.relay:
+                # Claimed at their off level: an active-low relay never clicks on.
+                pin_factory = for_outputs(pin_factory)
             for led_cfg in cfg.led:
                 self._leds.append(_Led(led_cfg, pin_factory, ctx))
             for relay_cfg in cfg.relay:
