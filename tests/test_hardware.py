@@ -226,9 +226,11 @@ async def test_sim_press_without_pull_up_drives_high(make_ptt, factory: MockFact
 
 async def test_sim_press_needs_mock_pins(make_ptt, monkeypatch: pytest.MonkeyPatch) -> None:
     ptt, _ = make_ptt()
+    real = ptt._button._pin
     monkeypatch.setattr(ptt._button, "_pin", object())  # stands in for a real chip's pin
     with pytest.raises(RuntimeError, match="--simulate"):
         ptt.sim_press()
+    ptt._button._pin = real  # gpiozero's close() reads the pin's name
 
 
 async def test_button_down_at_start_up_is_no_turn(make_ptt, factory: MockFactory) -> None:
