@@ -167,8 +167,10 @@ class LedToolConfig:
 class RelayToolConfig:
     name: str
     pin: int
+    # Required: most relay boards switch on when their input is LOW, and a
+    # wrong guess turns every "off" (start, timers, shutdown) into "on".
+    active_high: bool
     description: str = ""
-    active_high: bool = True
     # Switched off by a timer after this long on, even if the model forgets.
     max_on_seconds: float = 600.0
     # Refuse to switch again sooner than this: relays and what they drive
@@ -176,6 +178,16 @@ class RelayToolConfig:
     min_switch_interval_s: float = 2.0
     # Off when the link to Gemini has been down this long (0 = never).
     off_after_link_lost_s: float = 60.0
+    # After an automatic off (max_on_seconds, a pulse's end, link lost), it
+    # stays off at least this long, whatever is asked.
+    min_off_after_auto_s: float = 30.0
+    # Budgets over the last hour: seconds on, and times switched on.
+    max_on_per_hour_s: float = 1800.0
+    max_switches_per_hour: int = 20
+    # > 0: "on" only within this many seconds of a press of the physical
+    # button. Camera frames, transcripts and typed text can carry
+    # instructions; a finger on the button cannot be faked by them.
+    require_recent_press_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -357,6 +369,10 @@ _RANGES: dict[str, _Range] = {
     "tools.relay.max_on_seconds": _Range(0, 86400, lo_exclusive=True),
     "tools.relay.min_switch_interval_s": _Range(0, 3600),
     "tools.relay.off_after_link_lost_s": _Range(0, 86400),
+    "tools.relay.min_off_after_auto_s": _Range(0, 86400),
+    "tools.relay.max_on_per_hour_s": _Range(0, 3600, lo_exclusive=True),
+    "tools.relay.max_switches_per_hour": _Range(1, 3600),
+    "tools.relay.require_recent_press_s": _Range(0, 3600),
     "tools.timeout_s": _POSITIVE,
     # Gemini Live takes at most one frame a second.
     "camera.interval_s": _Range(1.0, 3600),
@@ -482,6 +498,17 @@ def _unknown(file: str, path: str, name: str, value: object, cls: type) -> Confi
     return ConfigError(file, key, f"one of: {', '.join(valid)}", problem=problem)
 
 
+# Required keys whose absence deserves more than "missing".
+_MISSING_ADVICE = {
+    "tools.relay.active_high": (
+        "missing: say how the relay module switches. false for the common active-low "
+        "modules (on when IN is low: off, the safe level, is HIGH); true for modules that "
+        "switch on when IN is high (off, the safe level, is LOW). A wrong guess turns every "
+        '"off" into "on"'
+    ),
+}
+
+
 def _build(cls: type, data: object, path: str, file: str) -> Any:
     if not isinstance(data, Mapping):
         return _fail(file, path, f"a table [{path}]", data)
@@ -492,7 +519,9 @@ def _build(cls: type, data: object, path: str, file: str) -> Any:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if required and f.name not in data:
             # Named here, or cls(**kw) would fail with a TypeError naming no file.
-            raise ConfigError(file, _join(path, f.name), f"a value for {f.name}", problem="missing")
+            key = _join(path, f.name)
+            problem = _MISSING_ADVICE.get(_INDEX.sub("", key), "missing")
+            raise ConfigError(file, key, f"a value for {f.name}", problem=problem)
     hints = typing.get_type_hints(cls)
     return cls(
         **{

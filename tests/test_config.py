@@ -378,7 +378,7 @@ def test_error_keeps_no_value() -> None:
 # ---------------------------------------------------------------- devices: status LED and tools
 
 LAMP = '[[tools.led]]\nname = "lamp"\npin = 17\n'
-PUMP = '[[tools.relay]]\nname = "pump"\npin = 27\n'
+PUMP = '[[tools.relay]]\nname = "pump"\npin = 27\nactive_high = true\n'
 
 
 def test_tool_entries_load(tmp_path: Path) -> None:
@@ -398,6 +398,12 @@ def test_tool_entries_load(tmp_path: Path) -> None:
     )
     assert cfg.status_led.rgb_pins == (5, 6, 13)
     assert {"tools.led", "tools.relay", "status_led.kind"} <= cfg.explicit
+
+
+def test_a_relay_without_its_polarity_is_refused_naming_the_safe_level(tmp_path: Path) -> None:
+    err = load_error(tmp_path, '[[tools.relay]]\nname = "pump"\npin = 27\n')
+    assert err.key == "tools.relay[0].active_high"
+    assert "off, the safe level, is HIGH" in str(err) and "is LOW" in str(err)
 
 
 @pytest.mark.parametrize(
@@ -420,7 +426,9 @@ def test_missing_required_key_names_its_path(tmp_path: Path, text: str, key: str
     ["", "1lamp", "desk lamp", "lamp-1", "lämp", "a" * 65, "get_device_states", "take_photo"],
 )
 def test_bad_tool_name(tmp_path: Path, name: str) -> None:
-    err = load_error(tmp_path, f"[[tools.relay]]\nname = {json.dumps(name)}\npin = 27\n")
+    err = load_error(
+        tmp_path, f"[[tools.relay]]\nname = {json.dumps(name)}\npin = 27\nactive_high = true\n"
+    )
     assert err.key == "tools.relay[0].name"
     assert "function name" in err.expected
     assert "get_device_states" in err.expected  # says which names are taken
@@ -433,7 +441,9 @@ def test_good_tool_name(tmp_path: Path, name: str) -> None:
 
 
 def test_tool_names_are_unique_across_kinds(tmp_path: Path) -> None:
-    err = load_error(tmp_path, LAMP + '[[tools.relay]]\nname = "lamp"\npin = 27\n')
+    err = load_error(
+        tmp_path, LAMP + '[[tools.relay]]\nname = "lamp"\npin = 27\nactive_high = true\n'
+    )
     assert err.key == "tools.relay[0].name"
     assert "'lamp' is already the name of tools.led[0]" in str(err)
 
@@ -442,7 +452,11 @@ def test_tool_names_are_unique_across_kinds(tmp_path: Path) -> None:
     ("text", "key", "owner"),
     [
         ('[[tools.led]]\nname = "lamp"\npin = 23\n', "tools.led[0].pin", "button.pin"),
-        (LAMP + '[[tools.relay]]\nname = "pump"\npin = 17\n', "tools.relay[0].pin", "tools.led[0]"),
+        (
+            LAMP + '[[tools.relay]]\nname = "pump"\npin = 17\nactive_high = true\n',
+            "tools.relay[0].pin",
+            "tools.led[0]",
+        ),
         ('[status_led]\nkind = "led"\npin = 17\n' + LAMP, "tools.led[0].pin", "status_led.pin"),
         ('[status_led]\nkind = "pwm"\npin = 23\n', "status_led.pin", "button.pin"),
         (

@@ -556,7 +556,9 @@ def test_busy_pin_fails_naming_pin_and_key(tmp_path: Path) -> None:
 
 
 def test_free_pins_pass(tmp_path: Path) -> None:
-    cfg = cfg_from(tmp_path, {}, extra='[[tools.relay]]\nname = "pump"\npin = 17\n')
+    cfg = cfg_from(
+        tmp_path, {}, extra='[[tools.relay]]\nname = "pump"\npin = 17\nactive_high = true\n'
+    )
     asked: list[Sequence[int]] = []
 
     def probe(pins: Sequence[int]) -> dict[int, str | None]:

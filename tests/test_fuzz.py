@@ -585,7 +585,7 @@ _DEVICES = ToolsConfig(
         LedToolConfig("inverted", 19, active_high=False),
     ),
     relay=(
-        RelayToolConfig("pump", 22, min_switch_interval_s=0.0),
+        RelayToolConfig("pump", 22, min_switch_interval_s=0.0, active_high=True),
         RelayToolConfig("heater", 23, active_high=False, max_on_seconds=5.0),
     ),
     timeout_s=1.0,

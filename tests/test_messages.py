@@ -317,3 +317,8 @@ def test_unknown_types_and_fields_are_ignored_and_logged_once(
         "ignoring unknown server field serverContent.futureField",
     ]
     assert all(r.levelno == logging.DEBUG for r in caplog.records)
+
+
+@pytest.mark.parametrize("left", [10**400, "1e999s", -5, "nan", {"seconds": 10**400}, True])
+def test_a_go_away_time_that_is_no_duration_is_none_not_an_exception(left: object) -> None:
+    assert m.parse_server_message(json.dumps({"goAway": {"timeLeft": left}})) == [m.GoAway(None)]

@@ -48,7 +48,7 @@ async def test_mic_audio_waits_while_a_blocking_call_is_unanswered() -> None:
 async def test_cancellation_reaches_a_non_blocking_relay_pulse() -> None:
     pins = MockFactory(pin_class=MockPWMPin)
     cfg = ToolsConfig(
-        relay=(RelayToolConfig(name="pump", pin=27, min_switch_interval_s=0.0),),
+        relay=(RelayToolConfig(name="pump", pin=27, min_switch_interval_s=0.0, active_high=True),),
         non_blocking=True,
     )
     hw = HardwareTools(cfg, pins, asyncio.get_running_loop())

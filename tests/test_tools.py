@@ -33,7 +33,7 @@ from edge_daemon.tools.schema import check_declaration, describe, validate_args
 
 LAMP = LedToolConfig(name="lamp", pin=17, description="The desk lamp.")
 DIMMER = LedToolConfig(name="dimmer", pin=18, pwm=True, active_high=False)
-PUMP = RelayToolConfig(name="pump", pin=27, description="The garden pump.")
+PUMP = RelayToolConfig(name="pump", pin=27, description="The garden pump.", active_high=True)
 # Active-low, like most relay modules; a long interval makes "refused" certain.
 VALVE = RelayToolConfig(name="valve", pin=22, active_high=False, min_switch_interval_s=3600)
 
@@ -416,7 +416,9 @@ async def test_relay_max_on_time_switches_off_without_the_model(
 
 
 async def test_a_pulse_never_outlasts_max_on(make: Make) -> None:
-    relay = RelayToolConfig(name="heater", pin=5, max_on_seconds=10, min_switch_interval_s=0)
+    relay = RelayToolConfig(
+        name="heater", pin=5, max_on_seconds=10, min_switch_interval_s=0, active_high=True
+    )
     _, registry = make(relay=(relay,), led=())
     await ok(registry, "heater", {"on": True})
     # Already on: a pulse shortens the time left, never lengthens it past the max.
@@ -523,8 +525,8 @@ async def test_all_safe(make: Make, factory: MockFactory) -> None:
 
 async def test_link_lost_switches_relays_off(make: Make, factory: MockFactory, caplog) -> None:
     caplog.set_level(logging.INFO)
-    quick = RelayToolConfig(name="fan", pin=5, off_after_link_lost_s=0.1)
-    never = RelayToolConfig(name="pump", pin=27, off_after_link_lost_s=0)
+    quick = RelayToolConfig(name="fan", pin=5, off_after_link_lost_s=0.1, active_high=True)
+    never = RelayToolConfig(name="pump", pin=27, off_after_link_lost_s=0, active_high=True)
     tools, registry = make(relay=(quick, never), led=())
     await ok(registry, "fan", {"on": True})
     await ok(registry, "pump", {"on": True})
@@ -539,7 +541,7 @@ async def test_link_lost_switches_relays_off(make: Make, factory: MockFactory, c
 
 
 async def test_link_back_in_time_keeps_relays_on(make: Make, factory: MockFactory) -> None:
-    quick = RelayToolConfig(name="fan", pin=5, off_after_link_lost_s=0.1)
+    quick = RelayToolConfig(name="fan", pin=5, off_after_link_lost_s=0.1, active_high=True)
     tools, registry = make(relay=(quick,), led=())
     await ok(registry, "fan", {"on": True})
     tools.link_down()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -333,20 +334,21 @@ def _note_unknown(where: str, names: Iterable[str]) -> None:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Protobuf Duration JSON ("50s", "1.5s") or a bare number, in seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value[:-1] if value.endswith("s") else value)
-        except ValueError:
-            return None
-    if isinstance(value, Mapping):
-        try:
-            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
-        except (TypeError, ValueError):
-            return None
-    return None
+    """Protobuf Duration JSON ("50s", "1.5s") or a bare number, in seconds.
+    None for anything that is not a finite, non-negative duration."""
+    seconds: float | None = None
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            seconds = float(value[:-1] if value.endswith("s") else value)
+        elif isinstance(value, Mapping):
+            seconds = float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 def _obj(value: Any, where: str) -> Mapping[str, Any]:
