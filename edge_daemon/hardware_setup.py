@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
+from collections.abc import Callable
 
 from gpiozero.exc import PinFactoryFallback
 
@@ -24,6 +26,25 @@ from .tools.hardware import HardwareTools
 log = logging.getLogger(__name__)
 
 
+class FingerOnButton:
+    """When a finger was last on the physical button (its press or release,
+    time.monotonic()): the proof of presence a relay's require_recent_press_s
+    asks for. Only the button's own callbacks set it, never ctl, MQTT or text."""
+
+    def __init__(self) -> None:
+        self._at: float | None = None
+
+    def last(self) -> float | None:
+        return self._at
+
+    def wrap(self, action: Callable[[], None]) -> Callable[[], None]:
+        def touched() -> None:
+            self._at = time.monotonic()
+            action()
+
+        return touched
+
+
 def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
     """Create the GPIO devices, wire them to ``daemon`` and register their
     shutdown (relays safe, LED off) as daemon shutdown hooks."""
@@ -34,12 +55,13 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
             # says what matters.
             warnings.simplefilter("ignore", PinFactoryFallback)
             pins = make_pin_factory(simulate)
-            tools = HardwareTools(cfg.tools, pins, loop)
+            finger = FingerOnButton()
+            tools = HardwareTools(cfg.tools, pins, loop, last_press=finger.last)
             button = PushToTalk(
                 cfg.button,
                 loop,
-                lambda: daemon.press("button"),
-                lambda: daemon.release("button"),
+                finger.wrap(lambda: daemon.press("button")),
+                finger.wrap(lambda: daemon.release("button")),
                 pins,
             )
     except Exception as exc:  # gpiozero raises a zoo of types for "no GPIO here"

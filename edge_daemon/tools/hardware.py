@@ -9,8 +9,12 @@ in the model's good sense:
   ``max_on_seconds`` on, and after the link has been down
   ``off_after_link_lost_s``; the timers run on the loop, not on the model;
 - a relay is not switched on again within ``min_switch_interval_s`` of its last
-  switch (refused, pin untouched); switching off is never refused, because off
-  is the safe direction and "stop!" must always work;
+  switch, nor within ``min_off_after_auto_s`` of an automatic off, nor past its
+  hourly budgets (seconds on, switch-ons), nor, with
+  ``require_recent_press_s``, unless a finger was on the button recently
+  (refused with an error the model reads, and a journal record; pin
+  untouched); switching off is never refused, because off is the safe
+  direction and "stop!" must always work;
 - every pin change, whoever caused it, is one log record with ``EDGE_EVENT``,
   ``EDGE_TOOL``, ``EDGE_PIN`` and ``EDGE_CAUSE``.
 
@@ -31,6 +35,7 @@ import atexit
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,6 +69,8 @@ class _Context:
 
     loop: Callable[[], asyncio.AbstractEventLoop]
     non_blocking: bool
+    # When a finger was last on the physical button (time.monotonic()), or None.
+    last_press: Callable[[], float | None] = lambda: None
 
 
 class _Device(ABC):
@@ -328,6 +335,9 @@ class _Led(_Device):
 
 # ---------------------------------------------------------------- relays
 
+# Offs the device made on its own (not asked for): a minimum off-time follows.
+_AUTOMATIC_OFF = frozenset({"max_on_time", "hour_budget", "link_lost"})
+
 
 class _Relay(_Device):
     kind = "relay"
@@ -348,6 +358,11 @@ class _Relay(_Device):
         self._auto_off_at: float | None = None
         self._auto_off: asyncio.TimerHandle | None = None
         self._link_lost: asyncio.TimerHandle | None = None
+        # The last hour, for the budgets: switch-on times and finished on-periods.
+        self._switch_ons: deque[float] = deque()
+        self._on_periods: deque[tuple[float, float]] = deque()
+        self._auto_off_until: float | None = None  # min_off_after_auto_s runs to here
+        self.refusals = 0
         self._record("relay_off", "startup", "off")
 
     @property
@@ -380,6 +395,14 @@ class _Relay(_Device):
                 if cfg.min_switch_interval_s > 0
                 else "."
             )
+            + f" At most {cfg.max_on_per_hour_s:g} s on and {cfg.max_switches_per_hour} "
+            "switch-ons per hour."
+            + (
+                f" It switches on only within {cfg.require_recent_press_s:g} s of a press of "
+                "the device's button."
+                if cfg.require_recent_press_s > 0
+                else ""
+            )
         )
         return function_declaration(
             self.name, what + rules, self.parameters, blocking=not self._ctx.non_blocking
@@ -393,7 +416,7 @@ class _Relay(_Device):
             raise self._refuse('"seconds" goes only with "on": true (on for that long, then off)')
         now = time.monotonic()
         if on and not self.is_on:
-            self._check_interval(now)
+            self._check_may_switch_on(now)
         token = object()
         before_off_at = self._auto_off_at
         switched_on = False
@@ -403,11 +426,11 @@ class _Relay(_Device):
                 self._switch(True, "tool")
                 switched_on = True
             assert self._on_since is not None
-            limit = self._on_since + self.cfg.max_on_seconds
+            limit, why = self._limit(now)
             if seconds is not None and now + seconds < limit:
                 self._arm_auto_off(now + seconds, "pulse_end")
             else:
-                self._arm_auto_off(limit, "max_on_time")
+                self._arm_auto_off(limit, why)
         elif self.is_on:
             self._switch(False, "tool")
         self._owner = token
@@ -420,7 +443,7 @@ class _Relay(_Device):
                 if switched_on:
                     self._switch(False, "cancelled")
                 elif before_off_at is not None:
-                    self._arm_auto_off(before_off_at, "max_on_time")
+                    self._arm_auto_off(before_off_at, self._limit(time.monotonic())[1])
             raise
         return self.state()
 
@@ -436,6 +459,9 @@ class _Relay(_Device):
             "auto_off_at": None,
             "auto_off_in_s": None,
             "can_switch_on_in_s": _round(self._interval_left(now)),
+            "on_last_hour_s": _round(self._on_last_hour(now)),
+            "switches_last_hour": self._switches_last_hour(now),
+            "refusals": self.refusals,
         }
         if self.is_on and self._on_since is not None:
             out["on_since"] = _round(self._on_since_wall)
@@ -478,23 +504,98 @@ class _Relay(_Device):
             return 0.0
         return max(0.0, self.cfg.min_switch_interval_s - (now - self._last_switch))
 
-    def _check_interval(self, now: float) -> None:
+    def _check_may_switch_on(self, now: float) -> None:
+        """Every rule that can refuse "on", in the order a person would ask
+        about them; a refusal is an error the model reads, and a journal record."""
+        cfg = self.cfg
+        problem = ""
         left = self._interval_left(now)
         if left > 0:
             assert self._last_switch is not None
-            raise ValueError(
-                f"{self.name}: refused: it was switched {now - self._last_switch:.1f} s ago, and "
-                f"it may be switched on only {self.cfg.min_switch_interval_s:g} s after its last "
-                f"switch: try again in {left:.1f} s. Nothing was changed; it is still off."
+            problem = (
+                f"it was switched {now - self._last_switch:.1f} s ago, and it may be switched on "
+                f"only {cfg.min_switch_interval_s:g} s after its last switch: try again in "
+                f"{left:.1f} s"
             )
+        elif self._auto_off_until is not None and now < self._auto_off_until:
+            problem = (
+                f"it was switched off automatically and stays off for "
+                f"{cfg.min_off_after_auto_s:g} s after that: try again in "
+                f"{self._auto_off_until - now:.1f} s"
+            )
+        elif self._on_last_hour(now) >= cfg.max_on_per_hour_s:
+            problem = (
+                f"it has been on {self._on_last_hour(now):.0f} s in the last hour, its budget "
+                f"is {cfg.max_on_per_hour_s:g} s"
+            )
+        elif self._switches_last_hour(now) >= cfg.max_switches_per_hour:
+            problem = (
+                f"it was switched on {self._switches_last_hour(now)} times in the last hour, "
+                f"its budget is {cfg.max_switches_per_hour}"
+            )
+        elif cfg.require_recent_press_s > 0:
+            pressed = self._ctx.last_press()
+            if pressed is None or now - pressed > cfg.require_recent_press_s:
+                problem = (
+                    f"it switches on only within {cfg.require_recent_press_s:g} s of a press of "
+                    "the device's button; ask the user to press the button and say it again"
+                )
+        if not problem:
+            return
+        self.refusals += 1
+        log.warning(
+            "relay %s (GPIO%d) refused on: %s",
+            self.name,
+            self.pin,
+            problem,
+            extra={
+                "EDGE_EVENT": "relay_refused",
+                "EDGE_TOOL": self.name,
+                "EDGE_PIN": self.pin,
+                "EDGE_REASON": problem,
+            },
+        )
+        raise ValueError(f"{self.name}: refused: {problem}. Nothing was changed; it is still off.")
+
+    def _forget_before(self, now: float) -> None:
+        hour_ago = now - 3600.0
+        while self._switch_ons and self._switch_ons[0] < hour_ago:
+            self._switch_ons.popleft()
+        while self._on_periods and self._on_periods[0][1] < hour_ago:
+            self._on_periods.popleft()
+
+    def _on_last_hour(self, now: float) -> float:
+        self._forget_before(now)
+        hour_ago = now - 3600.0
+        used = sum(end - max(start, hour_ago) for start, end in self._on_periods)
+        if self.is_on and self._on_since is not None:
+            used += now - max(self._on_since, hour_ago)
+        return used
+
+    def _switches_last_hour(self, now: float) -> int:
+        self._forget_before(now)
+        return len(self._switch_ons)
+
+    def _limit(self, now: float) -> tuple[float, str]:
+        """When this on-period must end at the latest, and why: its maximum
+        on-time, or the hour's on-time budget running out first."""
+        assert self._on_since is not None
+        by_max = self._on_since + self.cfg.max_on_seconds
+        by_budget = now + max(0.0, self.cfg.max_on_per_hour_s - self._on_last_hour(now))
+        return (by_budget, "hour_budget") if by_budget < by_max else (by_max, "max_on_time")
 
     def _switch(self, on: bool, cause: str) -> None:
         now = time.monotonic()
         if on:
             self.device.on()
             self._on_since, self._on_since_wall = now, time.time()
+            self._switch_ons.append(now)
         else:
             self.device.off()
+            if self._on_since is not None:
+                self._on_periods.append((self._on_since, now))
+            if cause in _AUTOMATIC_OFF:
+                self._auto_off_until = now + self.cfg.min_off_after_auto_s
             self._on_since = self._on_since_wall = None
             self._cancel_auto_off()
             self._settle_waiter(f"switched off ({cause})")
@@ -544,10 +645,11 @@ class HardwareTools:
         cfg: ToolsConfig,
         pin_factory: Factory | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        last_press: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._cfg = cfg
         self._loop = loop
-        ctx = _Context(self._get_loop, cfg.non_blocking)
+        ctx = _Context(self._get_loop, cfg.non_blocking, last_press)
         self._leds: list[_Led] = []
         self._relays: list[_Relay] = []
         try:
