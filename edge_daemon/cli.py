@@ -73,6 +73,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     add_mint_arguments(mint)
 
+    safe = sub.add_parser(
+        "safe-state",
+        help="drive every configured output to its off level and exit (the unit "
+        "runs it before each start and after each stop)",
+    )
+    _add_config(safe)
+    from .safe_state import add_arguments as add_safe_arguments
+
+    add_safe_arguments(safe)
+
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
     if argv is None or "fake-server" in argv:
         # Only then: the fake server costs every other process ~2.5 MB.
@@ -190,6 +200,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from .doctor import run_from_args as run_doctor
 
         return run_doctor(args)
+    if args.command == "safe-state":
+        from .safe_state import run_from_args as run_safe_state
+
+        return run_safe_state(args)
     if args.command == "mint-token":
         from .mint_token import run_from_args as run_mint
 

@@ -302,6 +302,7 @@ key_present() { grep -q '[^[:space:]]' "$KEY_FILE" 2>/dev/null; }
 install_unit() {
     step "systemd unit $UNIT"
     sed -e "s|^ExecStart=.*|ExecStart=$VENV/bin/edge-daemon run --config $CONFIG|" \
+        -e "s#^\(ExecStartPre\|ExecStopPost\)=-.*safe-state.*#\1=-$VENV/bin/edge-daemon safe-state --config $CONFIG#" \
         "$SRC/systemd/$SERVICE.service" >"$UNIT.tmp"
     grep -qx "ExecStart=$VENV/bin/edge-daemon run --config $CONFIG" "$UNIT.tmp" ||
         die "systemd/$SERVICE.service has no ExecStart= line to point at the venv"
