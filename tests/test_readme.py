@@ -32,6 +32,8 @@ README = ROOT / "README.md"
 # The first line of a block -> why it does not run on this machine.
 NOT_RUN_HERE = {
     "journalctl -u edge-daemon": "reads a device's journal: the boot test checks these records",
+    "GEMINI_API_KEY=... edge-daemon mint-token": "needs a real key and Google's endpoint; "
+    "tests/test_mint_token.py runs the same command against the fake's auth_tokens endpoint",
 }
 
 
