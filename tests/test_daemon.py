@@ -280,7 +280,7 @@ async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll() -> None
         # While the model talks, nothing the mic hears is kept.
         start = mic.seq
         await r.until(lambda: mic.seq > start + 5)
-        assert len(r.daemon._preroll) == 0
+        assert len(r.daemon.voice.preroll) == 0
 
 
 async def test_ephemeral_token_goes_in_the_authorization_header() -> None:

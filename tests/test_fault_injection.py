@@ -189,9 +189,15 @@ async def test_tool_cancelled_after_a_short_tap_still_ends_the_turn() -> None:
 class TwiceAnsweringDaemon(Daemon):
     """Broken on purpose: runs every tool call, and sends its answer, twice."""
 
-    async def _run_tool(self, *args: Any) -> None:
-        await super()._run_tool(*args)
-        await super()._run_tool(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        run_once = self.tool_runner._run
+
+        async def run_twice(*call: Any) -> None:
+            await run_once(*call)
+            await run_once(*call)
+
+        self.tool_runner._run = run_twice  # type: ignore[method-assign]
 
 
 class GoAwayCrashingDaemon(Daemon):
@@ -218,7 +224,7 @@ class ForgetfulDaemon(Daemon):
     drops, as the daemon did before it had an outbox."""
 
     async def _serve(self, session: LiveSession) -> SessionEnd:
-        self._outbox.take(session.id, None)
+        self.tool_runner.outbox.take(session.id, None)
         return await super()._serve(session)
 
 

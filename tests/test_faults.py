@@ -617,7 +617,7 @@ async def test_tool_result_for_a_new_session_is_dropped_with_a_record(
         await r.fake.drop_connection()
         await r.connected(3)
         r.lamp.gate.set()
-        await r.until(lambda: not r.daemon._tool_calls_pending)
+        await r.until(lambda: not r.daemon.tool_runner.blocking)
         await r.healthy()
         assert r.fake.tool_responses == [] and r.fake.count("text") == 0
     dropped = [r for r in caplog.records if getattr(r, "EDGE_EVENT", "") == "tool_result_dropped"]

@@ -334,7 +334,7 @@ async def _drive_daemon(
     await speaker.start()
     session = StubSession(random.Random(seed), fail_rate)
     issued: Counter[str] = Counter()
-    daemon._session = session  # type: ignore[assignment]
+    daemon.sender.session = session  # type: ignore[assignment]
     daemon.state = State.IDLE
     with watching() as dog:
         for step in steps:
@@ -352,10 +352,10 @@ async def _drive_daemon(
             for _ in range(3):
                 await asyncio.sleep(0)  # let spawned tool, pump and finish tasks run
             # Holding the button always shows "listening", whatever the server says.
-            assert not daemon._talking or daemon.state is State.LISTENING, daemon.history
-        daemon._session = None
+            assert not daemon.talking or daemon.state is State.LISTENING, daemon.history
+        daemon.sender.session = None
         daemon.stop()
-        for task in [*daemon._tool_calls_pending.values()]:
+        for task in [*daemon.tool_runner.blocking.values()]:
             task.cancel()
         daemon._cancel_finish()
         await asyncio.sleep(0.01)

@@ -26,7 +26,7 @@ async def test_mic_audio_waits_while_a_blocking_call_is_unanswered() -> None:
     registry.add(Tool("slow_thing", function_declaration("slow_thing", "Takes a while."), slow))
     async with rig(tools=registry) as r:
         (call_id,) = await r.fake.tool_call([("slow_thing", {})])
-        await r.until(lambda: bool(r.daemon._tool_calls_pending))
+        await r.until(lambda: bool(r.daemon.tool_runner.blocking))
         r.daemon.press("test")
         start = r.daemon.counters.audio_in_chunks
         await r.until(lambda: r.daemon.counters.audio_in_chunks >= start + 10)
