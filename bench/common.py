@@ -66,7 +66,7 @@ class BenchFake(FakeGemini):
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from websockets.asyncio.server import serve
 
-        from edge_daemon.fake_gemini import _ws_log
+        from edge_daemon.fake_gemini.server import _ws_log
 
         self._server = await serve(
             self._handler,

@@ -1330,9 +1330,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="fake-gemini", description=__doc__)
-    add_arguments(_parser)
-    sys.exit(run_from_args(_parser.parse_args()))

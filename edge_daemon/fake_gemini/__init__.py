@@ -1,0 +1,41 @@
+"""A protocol-faithful local Gemini Live server (the module is server.py)."""
+
+from .server import (
+    BAD_API_KEY,
+    DEFAULT_PATH,
+    INPUT_RATE,
+    INVALID_ARGUMENT,
+    OUTPUT_RATE,
+    SESSION_NOT_FOUND,
+    FakeConnection,
+    FakeGemini,
+    ScriptedTurn,
+    SessionState,
+    Turn,
+    add_arguments,
+    message_kinds,
+    run_from_args,
+    serve,
+    synthesize_speech,
+    tone_pcm,
+)
+
+__all__ = [
+    "BAD_API_KEY",
+    "DEFAULT_PATH",
+    "INPUT_RATE",
+    "INVALID_ARGUMENT",
+    "OUTPUT_RATE",
+    "SESSION_NOT_FOUND",
+    "FakeConnection",
+    "FakeGemini",
+    "ScriptedTurn",
+    "SessionState",
+    "Turn",
+    "add_arguments",
+    "message_kinds",
+    "run_from_args",
+    "serve",
+    "synthesize_speech",
+    "tone_pcm",
+]
