@@ -3,8 +3,8 @@
 import argparse
 import sys
 
-from .server import __doc__ as description
-from .server import add_arguments, run_from_args
+from . import __doc__ as description
+from .cli import add_arguments, run_from_args
 
 parser = argparse.ArgumentParser(prog="fake-gemini", description=description)
 add_arguments(parser)
