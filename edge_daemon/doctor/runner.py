@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .config import (
+from ..config import (
     CREDENTIAL_NAME,
     DEFAULT_CONFIG_PATH,
     Config,
@@ -357,8 +357,8 @@ async def check_live(
     url: str, cfg: Config, secret: Secret | None, *, timeout_s: float | None = None
 ) -> Check:
     """One real ``setup`` -> ``setupComplete`` handshake, then a clean close."""
-    from .live.messages import SetupOptions, build_setup
-    from .live.session import Credentials, LiveSession, SessionError
+    from ..live.messages import SetupOptions, build_setup
+    from ..live.session import Credentials, LiveSession, SessionError
 
     name = "live"
     setup = build_setup(
@@ -455,7 +455,7 @@ _PYAUDIO_FIX = (
 @contextlib.contextmanager
 def _portaudio(loader: Callable[[], Any], *specs: str) -> Iterator[tuple[Any, Any]]:
     """(pyaudio module, PyAudio instance), terminated afterwards; ImportError if absent."""
-    from .audio.devices import quiet_alsa, wants_plughw
+    from ..audio.devices import quiet_alsa, wants_plughw
 
     module = loader()
     if wants_plughw(*specs):
@@ -499,8 +499,8 @@ def _open_stream(
 ) -> _Opened | Check:
     """Open the device the daemon would: same choice of device, same fallback to a
     rate or channel count the device supports (the daemon converts from those)."""
-    from .audio.base import AudioConfigError
-    from .audio.devices import choose_format, list_devices, resolve_device
+    from ..audio.base import AudioConfigError
+    from ..audio.devices import choose_format, list_devices, resolve_device
 
     key = "audio.input_device" if direction == "input" else "audio.output_device"
     noun = "microphone" if direction == "input" else "speaker"
@@ -1078,7 +1078,7 @@ async def _network(cfg: Config, secret: Secret | None, opts: Options) -> tuple[C
     url = default_endpoint(cfg)
     label = ""
     if opts.simulate and not cfg.gemini.endpoint:
-        from .fake_gemini import FakeGemini
+        from ..fake_gemini import FakeGemini
 
         # What `run --simulate` talks to: the same fake, on a loopback port.
         fake = FakeGemini(use_speech=False)
@@ -1248,7 +1248,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", metavar="PATH", help="config file")
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
