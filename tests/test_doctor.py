@@ -283,8 +283,8 @@ def test_tls_with_a_trusted_certificate_passes(
 
 
 def test_a_certificate_from_the_future_points_at_the_clock() -> None:
-    assert "clock" in doctor._clock_hint("certificate is not yet valid")
-    assert "ca-certificates" in doctor._clock_hint("self-signed certificate")
+    assert "clock" in doctor.clock_hint("certificate is not yet valid")
+    assert "ca-certificates" in doctor.clock_hint("self-signed certificate")
 
 
 # ---------------------------------------------------------------- live handshake

@@ -1,7 +1,12 @@
 """``python -m edge_daemon.doctor``: the doctor without the rest of the CLI."""
 
+import argparse
 import sys
 
-from .runner import main
+from . import __doc__ as description
+from .cli import add_arguments, run_from_args
 
-sys.exit(main())
+parser = argparse.ArgumentParser(prog="edge-daemon doctor", description=description.split("\n")[0])
+parser.add_argument("--config", metavar="PATH", help="config file")
+add_arguments(parser)
+sys.exit(run_from_args(parser.parse_args()))
