@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .background import spawn
 from .state_machine import State
+from .systemd import scrub
 
 if TYPE_CHECKING:
     from .daemon import Daemon
@@ -53,8 +54,9 @@ class Commands:
             text = request.get("text")
             if not isinstance(text, str) or not text.strip():
                 return {"ok": False, "error": "say needs a non-empty text"}
-            if not await d.say(text):
-                return {"ok": False, "error": "no live session right now"}
+            refused = await d.say(text)
+            if refused:
+                return {"ok": False, "error": refused}
         elif cmd == "status":
             return {"ok": True, **self.status()}
         elif cmd == "wait":
@@ -94,9 +96,18 @@ class Commands:
                 "has_handle": link.resumption.handle is not None,
                 "handle_age_s": _round(link.resumption.age_s),
                 "open_for_s": _round(session.open_for_s) if session else None,
-                "last_error": link.last_error,
+                "last_error": scrub(link.last_error),
                 "last_close_code": link.last_close_code,
+                # What kind of trouble: "", network, server, quota, token,
+                # config, stale_handle, stalled.
+                "problem": link.problem,
+                **(
+                    {"tokens": link.settings.tokens.status()}
+                    if link.settings.tokens is not None
+                    else {}
+                ),
             },
+            "model": d.outcomes.status(),
             "counters": {
                 **vars(d.counters),
                 "mic": dict(d.mic.counters),

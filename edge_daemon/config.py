@@ -117,6 +117,9 @@ class ControlConfig:
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     target: Literal["auto", "journal", "stderr"] = "auto"
+    # What people say at home is theirs: transcripts reach the journal (which
+    # members of adm and systemd-journal can read) only when this is true.
+    transcripts: bool = False
 
 
 @dataclass(frozen=True)

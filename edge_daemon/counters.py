@@ -19,5 +19,7 @@ class Counters:
     tool_errors: int = 0
     tool_cancellations: int = 0
     go_aways: int = 0
+    # usageMetadata.totalTokenCount summed over every answer: what was billed.
+    tokens_used: int = 0
     stalls: int = 0
     unacked_turns_resent: int = 0

@@ -41,8 +41,9 @@ from .session_watch import SessionWatch
 from .state_machine import State, StateMachine
 from .tool_runner import ToolRunner
 from .tools.registry import ToolRegistry
-from .transcripts import Transcripts
+from .transcripts import Transcripts, log_transcript
 from .turn import Turn
+from .turn_outcome import TurnOutcomes
 from .voice import MicPipeline
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,10 @@ class Daemon(StateMachine):
         self._discard_model_audio = False  # rest of an interrupted turn in flight
         self._shutdown_hooks: list[Callable[[], Awaitable[None] | None]] = []
         self._finish_task: asyncio.Task[None] | None = None
-        self.transcripts = Transcripts()
+        self.outcomes = TurnOutcomes()
+        self.transcripts = Transcripts(
+            enabled=cfg.logging.transcripts, turn=lambda: self.counters.turns
+        )
 
     @property
     def talking(self) -> bool:
@@ -197,6 +201,7 @@ class Daemon(StateMachine):
             # the server closes that turn.
             self._discard_model_audio = self._model_turn_open
         self._cancel_finish()
+        self.transcripts.new_turn()
         self.counters.turns += 1
         if self.ticker is not None:
             self.ticker.kick()  # each turn starts with a fresh look
@@ -215,20 +220,31 @@ class Daemon(StateMachine):
             # Offline: the turn is replayed whole once a session is back.
             self._settle()
 
-    async def say(self, text: str) -> bool:
-        """Send typed text as a user turn (desktop, scripts)."""
+    async def say(self, text: str) -> str:
+        """Send typed text as a user turn (desktop, scripts, announcements).
+        "" once it is sent; else why it was not."""
         session = self.sender.session
         if session is None:
-            return False
-        self._cancel_finish()
-        if self.speaker.playing:
-            self.speaker.flush()
-        self.sender.expect_reply()
-        self._set_state(State.THINKING, "text")
-        log.info("user (typed): %s", text, extra={"EDGE_EVENT": "transcript", "EDGE_ROLE": "user"})
+            return "no live session right now"
+        if self.talking:
+            return "the button is held: a typed turn waits until the spoken one is over"
         async with self.sender.lock:
-            await self.sender.send(session.send_text(text))
-        return True
+            if session is not self.sender.session:
+                return "no live session right now"
+            if self.sender.activity_open:
+                return "a spoken turn is still going up; try again in a moment"
+            self._cancel_finish()
+            if self.speaker.playing:
+                self.speaker.flush()
+            self.sender.expect_reply()
+            self._set_state(State.THINKING, "text")
+            self.transcripts.new_turn()
+            self.counters.turns += 1
+            log_transcript("user (typed)", text, self.cfg.logging.transcripts, self.counters.turns)
+            await self.sender.send(
+                session.send_typed_turn(text, activity_signals=self.sender.activity_signals)
+            )
+        return ""
 
     def _to_turn(self, chunk: bytes) -> None:
         self.turn.append(chunk)
@@ -444,7 +460,12 @@ class Daemon(StateMachine):
                 extra={"EDGE_EVENT": "interrupted"},
             )
         elif isinstance(ev, m.TurnComplete):
+            notice = self.outcomes.turn_complete(ev)
+            if notice:
+                self.notify(notice)
             self._on_turn_complete()
+        elif isinstance(ev, m.WaitingForInput):
+            self._on_waiting_for_input()
         elif isinstance(ev, m.ToolCall):
             self.turn.hear()
             self.tool_runner.on_call(session, ev)
@@ -455,7 +476,8 @@ class Daemon(StateMachine):
         elif isinstance(ev, m.GoAway):
             self.watch.go_away(ev)
         elif isinstance(ev, m.Usage):
-            log.debug("usage: %d tokens", ev.total_tokens, extra={"EDGE_TOKENS": ev.total_tokens})
+            self.counters.tokens_used += ev.total_tokens
+            self.outcomes.usage(ev)
 
     def _on_audio(self, ev: m.AudioOut) -> None:
         if self._discard_model_audio:
@@ -486,6 +508,14 @@ class Daemon(StateMachine):
         self._finish_task = asyncio.get_running_loop().create_task(
             self._finish_speaking(), name="finish-speaking"
         )
+
+    def _on_waiting_for_input(self) -> None:
+        """The model stops because it expects the user to go on: nothing more
+        is owed, so the response watchdog must not call the silence a hang."""
+        self.sender.awaiting_reply_since = None
+        log.info("the model is waiting for more input", extra={"EDGE_EVENT": "waiting_for_input"})
+        if not self.turn.open and self.state is State.THINKING and not self._model_turn_open:
+            self._settle()
 
     async def _finish_speaking(self) -> None:
         await self.speaker.wait_idle()

@@ -20,7 +20,7 @@ from .config import Config
 from .daemon import Daemon
 from .hardware.button import PushToTalk
 from .hardware.pins import make_pin_factory, pin_states
-from .hardware.status_led import StatusLed
+from .hardware.status_led import NOTICE_S, StatusLed
 from .tools.hardware import HardwareTools
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,12 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         led = StatusLed(cfg.status_led, pins)
         led.show(daemon.state.value)
         daemon.subscribe(lambda _old, new: led.show(new.value))
+
+        def flash(_notice: str) -> None:
+            led.flash()
+            loop.call_later(NOTICE_S, lambda: led.show(daemon.state.value, again=True))
+
+        daemon.subscribe_notice(flash)
         daemon.add_shutdown_hook(led.close)
         daemon.status_providers["status_led"] = lambda: {"pattern": led.pattern}
 

@@ -51,6 +51,9 @@ class Sender:
         # nothing is owed. The session watch calls silence past
         # link.response_timeout_s a stall.
         self.awaiting_reply_since: float | None = None
+        # With automatic activity detection off (push-to-talk, the setup's
+        # choice), the client frames every turn, typed ones too.
+        self.activity_signals = True
         self._started: Turn | None = None  # the turn whose activityStart went out on this socket
         self._activity_open = False  # an activityStart on this socket awaits its activityEnd
         self._wake = asyncio.Event()
@@ -64,6 +67,11 @@ class Sender:
         self.session = None
         self._started = None
         self._activity_open = False
+
+    @property
+    def activity_open(self) -> bool:
+        """An activityStart on this socket still awaits its activityEnd."""
+        return self._activity_open
 
     def expect_reply(self) -> None:
         self.awaiting_reply_since = time.monotonic()

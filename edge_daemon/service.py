@@ -154,7 +154,7 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     def on_state(_old: State, new: State) -> None:
         nonlocal ready
         # In `systemctl status`: the state, and for an error what to fix.
-        detail = f": {daemon.link.last_error}" if new is State.ERROR else ""
+        detail = f": {systemd.scrub(daemon.link.last_error)}" if new is State.ERROR else ""
         systemd.notify_status(f"{new.value}{detail}")
         # Ready once a session is set up, or once it is clear the daemon will
         # keep trying on its own (so `systemctl start` does not hang offline).

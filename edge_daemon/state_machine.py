@@ -32,6 +32,8 @@ class State(enum.StrEnum):
 
 
 StateListener = Callable[[State, State], None]
+# Things worth showing that are not states: "safety_stop", "turn_stopped".
+NoticeListener = Callable[[str], None]
 
 
 class StateMachine:
@@ -40,11 +42,24 @@ class StateMachine:
         self.history: deque[tuple[float, str]] = deque(maxlen=_HISTORY)
         self.started_at = time.monotonic()
         self._listeners: list[StateListener] = []
+        self._notice_listeners: list[NoticeListener] = []
         self._state_changed = asyncio.Event()  # replaced on every change
 
     def subscribe(self, listener: StateListener) -> None:
         """``listener(old, new)`` on every change (the status LED, sd_notify)."""
         self._listeners.append(listener)
+
+    def subscribe_notice(self, listener: NoticeListener) -> None:
+        """``listener(name)`` for moments that are not states: the status LED
+        flashes for them, the speaker may sound an earcon."""
+        self._notice_listeners.append(listener)
+
+    def notify(self, notice: str) -> None:
+        for listener in list(self._notice_listeners):
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("notice listener failed")
 
     def _set_state(self, new: State, why: str = "") -> None:
         old = self.state

@@ -15,6 +15,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import re
 import socket
 import sys
 import typing
@@ -92,6 +93,24 @@ REDACTED = "[redacted]"
 # Values no record may carry (the API key). Nothing is meant to log them; this
 # is the net under that promise, for a library or a future change that slips.
 _secrets: set[str] = set()
+
+
+# Things that look like credentials wherever they come from (a server's
+# close reason, a command's output): an API key, a token's name, a key= query.
+_CREDENTIAL = re.compile(
+    r"AIza[0-9A-Za-z_\-]{8,}|auth_tokens/[0-9A-Za-z_\-]+|([?&](key|access_token)=)[^&\s]+"
+)
+MAX_SHOWN = 200
+
+
+def scrub(text: str, limit: int = MAX_SHOWN) -> str:
+    """Text from outside (a close reason, an error) fit to show in `ctl status`,
+    STATUS= and a log line: one line, printable, bounded, no secret."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    for secret in _secrets:
+        line = line.replace(secret, REDACTED)
+    line = _CREDENTIAL.sub(lambda m: (m.group(1) or "") + REDACTED, line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def redact(secret: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 
 from .background import spawn
 from .counters import Counters
@@ -24,6 +25,18 @@ log = logging.getLogger(__name__)
 
 # Answered tool calls remembered by id, to recognise a repeated call.
 _ANSWERS_KEPT = 64
+# A model (or whatever speaks through it) asking for many calls at once, or
+# for calls without end, is refused past these: each refused call is answered
+# with an error it can read, and nothing runs.
+MAX_CALLS_PER_FRAME = 8
+MAX_CALLS_PER_MINUTE = 60
+# Tool arguments in the journal: enough to read, never a whole payload.
+MAX_LOGGED_ARGS = 200
+
+
+def short(value: object, limit: int = MAX_LOGGED_ARGS) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class ToolRunner:
@@ -47,15 +60,20 @@ class ToolRunner:
         self._answered: OrderedDict[str, tuple[m.FunctionResult, str]] = OrderedDict()
         # Tool results not yet delivered; they outlive a dropped connection.
         self.outbox = ToolOutbox()
+        self._recent: deque[float] = deque()  # when the calls of the last minute came
 
     def on_call(self, session: LiveSession, ev: m.ToolCall) -> None:
-        for call in ev.calls:
+        for index, call in enumerate(ev.calls):
             self.counters.tool_calls += 1
             if call.id in self.running or call.id in self.outbox:
                 log.warning("duplicate tool call id %s ignored", call.id)
                 continue
             if call.id in self._answered:
                 self._repeat_answer(session, call)
+                continue
+            refusal = self._over_limit(index)
+            if refusal:
+                self._refuse(session, call, refusal)
                 continue
             task = asyncio.get_running_loop().create_task(
                 self._run(session, call, self._resumption.seq), name=f"tool-{call.name}"
@@ -64,6 +82,30 @@ class ToolRunner:
             task.add_done_callback(lambda _t, cid=call.id: self.running.pop(cid, None))
             if self.tools.is_blocking(call.name):
                 self.blocking[call.id] = task
+
+    def _over_limit(self, index: int) -> str:
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] > 60.0:
+            self._recent.popleft()
+        if index >= MAX_CALLS_PER_FRAME:
+            return f"more than {MAX_CALLS_PER_FRAME} calls at once; make fewer, one after another"
+        if len(self._recent) >= MAX_CALLS_PER_MINUTE:
+            return f"more than {MAX_CALLS_PER_MINUTE} calls in a minute; wait a little"
+        self._recent.append(now)
+        return ""
+
+    def _refuse(self, session: LiveSession, call: m.FunctionCall, why: str) -> None:
+        self.counters.tool_errors += 1
+        log.warning(
+            "tool call %s(%s) refused: %s",
+            call.name,
+            short(dict(call.args)),
+            why,
+            extra={"EDGE_EVENT": "tool_refused", "EDGE_TOOL": call.name, "EDGE_CALL_ID": call.id},
+        )
+        result = m.FunctionResult(call.id, call.name, error=f"refused: {why}")
+        self.outbox.add(result, session.id, self._resumption.seq)
+        spawn(self.deliver(), "tool-refusal")
 
     def on_cancel(self, ev: m.ToolCallCancellation) -> None:
         for call_id in ev.ids:
@@ -96,8 +138,8 @@ class ToolRunner:
             log.info(
                 "tool %s(%s) -> %s",
                 call.name,
-                dict(call.args),
-                outcome.output if outcome.ok else f"error: {outcome.error}",
+                short(dict(call.args)),
+                short(outcome.output) if outcome.ok else f"error: {short(outcome.error)}",
                 extra={
                     "EDGE_EVENT": "tool_call",
                     "EDGE_TOOL": call.name,
@@ -105,7 +147,12 @@ class ToolRunner:
                     "EDGE_RESULT": "ok" if outcome.ok else "error",
                 },
             )
-            result = m.FunctionResult(call.id, call.name, outcome.output, outcome.error)
+            # A NON_BLOCKING call's answer joins the conversation without
+            # cutting off what the model is saying (FunctionResponse.scheduling).
+            scheduling = None if self.tools.is_blocking(call.name) else "WHEN_IDLE"
+            result = m.FunctionResult(
+                call.id, call.name, outcome.output, outcome.error, scheduling=scheduling
+            )
             # Owed until it is out: if the socket dropped while the tool ran,
             # the next connection delivers it (once), see ToolOutbox.
             self.outbox.add(result, session.id, seq)
@@ -178,7 +225,11 @@ class ToolRunner:
                     unsent = list(plan.notes)
                 if plan.notes:
                     sender.expect_reply()
-                    await session.send_text(ToolOutbox.note_text(plan.notes))
+                    # A turn of its own, framed as the setup asks (see
+                    # messages.build_typed_turn): bare text may never be answered.
+                    await session.send_typed_turn(
+                        ToolOutbox.note_text(plan.notes), activity_signals=sender.activity_signals
+                    )
                     unsent = []
             except SessionClosed as exc:
                 # The frame never left: the next connection owes it instead.

@@ -67,7 +67,9 @@ async def test_push_to_talk_turn_end_to_end(
 
     assert daemon.stop() == 0
     log = daemon.log()
-    assert "user: " in log and "model: " in log  # transcripts logged
+    # Transcripts are opt-in: by default a line says how long, never what.
+    assert "user: (" in log and "model: (" in log and "logging.transcripts is off" in log
+    assert turn.reply_text and turn.reply_text not in log
     assert SECRET not in log
 
 
@@ -88,7 +90,7 @@ async def test_run_simulate_needs_no_key_and_no_hardware(
     await daemon.wait_state("speaking", 20)
     await daemon.wait_state("idle", 30)
     status = await daemon.ctl("status")
-    assert status["counters"]["turns"] == 1
+    assert status["counters"]["turns"] == 2  # the tap and the typed turn
     assert status["counters"]["speaker"]["bytes_played"] > 0
     assert daemon.stop() == 0
     assert "simulating: built-in fake Gemini" in daemon.log()

@@ -87,6 +87,13 @@ ACTIVITY_START = {"realtimeInput": {"activityStart": {}}}
 ACTIVITY_END = {"realtimeInput": {"activityEnd": {}}}
 
 
+async def typed(ws: ClientConnection, text: str) -> None:
+    """A typed turn with detection off: the activity window around the text."""
+    await send(ws, ACTIVITY_START)
+    await send(ws, {"realtimeInput": {"text": text}})
+    await send(ws, ACTIVITY_END)
+
+
 async def send(ws: ClientConnection, msg: dict[str, Any]) -> None:
     await ws.send(json.dumps(msg))
 
@@ -361,13 +368,41 @@ async def test_unscripted_turn_transcribes_the_duration(fake: FakeGemini) -> Non
     assert fake.turns[0].reply_text == "I heard 0.4 seconds of audio."
 
 
-async def test_text_turn_and_stray_audio_violation(fake: FakeGemini) -> None:
+async def test_a_typed_turn_inside_an_activity_window_is_answered(fake: FakeGemini) -> None:
     ws = await open_session(fake)
+    await send(ws, ACTIVITY_START)
+    await send(ws, {"realtimeInput": {"text": "hello there"}})
+    await send(ws, ACTIVITY_END)
+    msgs = await recv_until(ws, "turnComplete")
+    assert fake.turns[0].reply_text == "You said: hello there"
+    assert fake.protocol_violations == []
+    assert msgs[-1]["serverContent"] == {"turnComplete": True}
+
+
+async def test_bare_text_with_detection_off_is_never_answered(fake: FakeGemini) -> None:
+    """AutomaticActivityDetection.disabled: "the client must send activity
+    signals". Text outside a window starts no turn; a later framed turn is
+    answered first, so nothing was in flight for the bare text."""
+    ws = await open_session(fake)
+    await send(ws, {"realtimeInput": {"text": "anyone there?"}})
+    await fake.wait_for(lambda f: f.connections[0].ignored_texts == ["anyone there?"])
+    await talk(ws, seconds=0.2)
+    msgs = await recv_until(ws, "turnComplete")
+    assert [t.source for t in fake.turns] == ["activity"]
+    assert "You said" not in str(msgs)
+    assert "outside activityStart/activityEnd" in fake.protocol_violations[0]
+
+
+async def test_text_turn_with_automatic_detection_and_stray_audio_violation(
+    fake: FakeGemini,
+) -> None:
+    ws = await open_session(fake, vad_disabled=False)
     await send(ws, {"realtimeInput": {"text": "hello there"}})
     msgs = await recv_until(ws, "turnComplete")
     assert "inputTranscription" not in kinds(msgs)
     assert fake.turns[0].reply_text == "You said: hello there"
-    await send(ws, audio_msg(b"\0\0" * 320, rate=44100))
+    ptt = await open_session(fake)
+    await send(ptt, audio_msg(b"\0\0" * 320, rate=44100))
     await fake.wait_for(lambda f: len(f.protocol_violations) == 2)
     assert "rate=16000" in fake.protocol_violations[0]
     assert "outside activityStart" in fake.protocol_violations[1]
@@ -452,7 +487,7 @@ async def test_scripted_tool_call_waits_for_the_response(fake: FakeGemini) -> No
 
 async def test_mentioning_a_declared_function_calls_it(fake: FakeGemini) -> None:
     ws = await open_session(fake, tools=TOOLS)
-    await send(ws, {"realtimeInput": {"text": "please set led now"}})
+    await typed(ws, "please set led now")
     call = (await recv_until(ws, "toolCall"))[-1]["toolCall"]["functionCalls"][0]
     assert call["args"] == {"on": True, "level": 2, "colour": "red"}
     # Mic audio while the call is unanswered is what gets real sessions closed. (Not after
@@ -494,9 +529,9 @@ async def test_cancel_tool_calls(fake: FakeGemini) -> None:
 async def test_barge_in_during_a_tool_call_cancels_it(fake: FakeGemini) -> None:
     fake.script_turn(tool_calls=[("set_led", {"on": True})])
     ws = await open_session(fake)
-    await send(ws, {"realtimeInput": {"text": "lamp"}})
+    await typed(ws, "lamp")
     call = (await recv(ws))["toolCall"]["functionCalls"][0]
-    await send(ws, {"realtimeInput": {"text": "never mind"}})
+    await typed(ws, "never mind")
     assert await recv(ws) == {"toolCallCancellation": {"ids": [call["id"]]}}
     assert kinds([await recv(ws), await recv(ws)]) == ["interrupted", "turnComplete"]
     assert kinds(await recv_until(ws, "turnComplete"))[-1] == "turnComplete"
@@ -514,7 +549,7 @@ async def test_resumption_keeps_history_and_rejects_unknown_handles(fake: FakeGe
     conn = fake.connections[1]
     assert conn.resumed_from == handle
     assert conn.session is fake.sessions[handle] is fake.connections[0].session
-    await send(ws, {"realtimeInput": {"text": "what number?"}})
+    await typed(ws, "what number?")
     await recv_until(ws, "turnComplete")
     assert [text for _, text in conn.session.history][:2] == [
         "remember the number seven",
@@ -566,7 +601,7 @@ async def test_stall_sends_nothing_and_ignores_input(fake: FakeGemini) -> None:
     fake.stall(False)
     await pending
     assert await recv(ws) == {"goAway": {"timeLeft": "1s"}}
-    await send(ws, {"realtimeInput": {"text": "still there?"}})
+    await typed(ws, "still there?")
     assert kinds(await recv_until(ws, "turnComplete"))[-1] == "turnComplete"
 
 
@@ -603,7 +638,7 @@ async def test_reply_audio_is_speech() -> None:
     async with FakeGemini(pace=0) as fake:
         fake.script_turn(reply_text="-v hello there")  # a leading dash is text, not an option
         ws = await open_session(fake)
-        await send(ws, {"realtimeInput": {"text": "say something"}})
+        await typed(ws, "say something")
         msgs = await recv_until(ws, "turnComplete")
         turn = fake.turns[0]
         assert turn.audio_kind == "speech"
@@ -630,7 +665,7 @@ async def test_serve_prints_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
     task = asyncio.create_task(serve(port=0, pace=0, use_speech=False))
     async with asyncio.timeout(TIMEOUT):
         await stdout.line.wait()
-    prefix, url = stdout.getvalue().strip().rsplit(" ", 1)
+    prefix, url = stdout.getvalue().strip().splitlines()[0].rsplit(" ", 1)
     assert prefix == "fake-gemini listening on" and url.startswith("ws://127.0.0.1:")
     async with connect(url) as ws:
         await send(ws, make_setup())

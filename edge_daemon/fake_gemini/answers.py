@@ -98,7 +98,7 @@ class Answers(FakeCore):
         assert conn.session is not None
         history = conn.session.history
         scripted_input = script.input_text if script else None
-        if turn.source in ("activity", "vad"):
+        if turn.source in ("activity", "vad") and not turn.typed:
             turn.input_text = scripted_input or f"({turn.heard_s:.1f} seconds of audio)"
             if "inputAudioTranscription" in (conn.setup or {}):
                 await self._send(
@@ -118,7 +118,7 @@ class Answers(FakeCore):
         )
         if script is not None and script.tool_calls is not None:
             calls = script.tool_calls
-        elif turn.source in ("text", "clientContent") or scripted_input:
+        elif turn.source in ("text", "clientContent") or turn.typed or scripted_input:
             calls = auto_tool_calls(conn.setup, turn.input_text or "")
         else:
             calls = []

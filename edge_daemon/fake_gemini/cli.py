@@ -21,6 +21,7 @@ async def serve(host: str = "127.0.0.1", port: int = 8765, **knobs: Any) -> None
     fake = FakeGemini(**knobs)
     await fake.start(host, port)
     print(f"fake-gemini listening on {fake.url}", flush=True)
+    print(f"fake-gemini mints tokens at {fake.auth_url}/v1alpha/auth_tokens", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

@@ -32,6 +32,12 @@ class Controls(Answers):
         what to say (and its exact audio), and a thinking delay before speaking."""
         self._scripts.append(ScriptedTurn(input_text, reply_text, tool_calls, reply_pcm, delay_s))
 
+    def mint_token(
+        self, *, uses: int = 1, expire_s: float = 1800.0, new_session_s: float = 60.0
+    ) -> str:
+        """An ephemeral token as the service mints it (see tokens.py)."""
+        return self.tokens.mint(uses=uses, expire_s=expire_s, new_session_s=new_session_s)
+
     async def send(self, msg: dict[str, Any]) -> None:
         await self._send(self._require_active(), msg)
 

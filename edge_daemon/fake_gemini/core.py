@@ -19,6 +19,7 @@ from websockets.asyncio.server import Server
 from .protocol import message_kinds
 from .records import FakeConnection, SessionState, Turn
 from .scenarios import ScriptedTurn
+from .tokens import AuthTokenEndpoint, TokenBook
 
 if TYPE_CHECKING:
     from .server import FakeGemini
@@ -79,6 +80,9 @@ class FakeCore:
         self._issued_calls: dict[str, tuple[FakeConnection, str]] = {}  # id -> (conn, name)
         self._answered_ids: set[str] = set()
         self._cancelled_ids: set[str] = set()
+        # Ephemeral tokens it minted (mint_token, or POST /v1alpha/auth_tokens).
+        self.tokens = TokenBook()
+        self.auth_endpoint = AuthTokenEndpoint(self.tokens, api_key)
 
     @property
     def active(self) -> FakeConnection | None:

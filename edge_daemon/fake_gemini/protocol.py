@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from typing import Any
 
 DEFAULT_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+CONSTRAINED_PATH = (
+    "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
 INVALID_ARGUMENT = "Request contains an invalid argument."
 BAD_API_KEY = "API key not valid. Please pass a valid API key."
 SESSION_NOT_FOUND = "session not found"
@@ -41,6 +45,46 @@ SETUP_FIELDS = frozenset(
         "proactivity",
     }
 )
+# GenerationConfig's fields the Live API takes (v1alpha and v1beta alike,
+# but for enableAffectiveDialog: v1alpha only).
+GENERATION_FIELDS = frozenset(
+    {
+        "responseModalities",
+        "speechConfig",
+        "thinkingConfig",
+        "mediaResolution",
+        "temperature",
+        "topP",
+        "topK",
+        "maxOutputTokens",
+        "candidateCount",
+        "presencePenalty",
+        "frequencyPenalty",
+        "seed",
+        "enableAffectiveDialog",
+    }
+)
+# Setup fields that exist only on the v1alpha endpoint: v1beta answers 1007
+# "Unknown name" (public reports of proactivity and affective dialog).
+V1ALPHA_ONLY = {"proactivity": "setup", "enableAffectiveDialog": "generation_config"}
+
+
+def unknown_name(name: str, where: str) -> str:
+    """The proto parser's own words for a field it does not know."""
+    return (
+        f"Invalid JSON payload received. Unknown name \"{name}\" at '{where}': Cannot find field."
+    )
+
+
+def model_family(model: str) -> str:
+    """ "native" (2.5 native audio), "live3" (3.x Live: native audio too) or
+    "cascade" (half-cascade), from the name, as Google's model pages list them."""
+    name = model.removeprefix("models/")
+    if re.match(r"gemini-3(\.\d+)?-", name):
+        return "live3"
+    return "native" if "native-audio" in name else "cascade"
+
+
 VAD_SILENCE_S = 0.5  # automatic-VAD mode: this much quiet after speech ends a turn
 VAD_PEAK = 1000  # s16 peak above which a chunk counts as speech
 MIN_VIDEO_GAP_S = 0.75  # well under the 1 frame/s limit, so timer jitter is not flagged

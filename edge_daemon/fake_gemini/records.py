@@ -30,6 +30,7 @@ class Turn:
     connection: FakeConnection = field(repr=False)
     index: int = -1
     input_text: str | None = None
+    typed: bool = False  # text came inside the activity window (a typed turn)
     heard_s: float = 0.0
     heard_pcm: bytearray = field(default_factory=bytearray, repr=False)
     reply_text: str = ""
@@ -48,6 +49,9 @@ class FakeConnection:
     request_path: str
     request_headers: Headers = field(repr=False)
     auth_method: str | None = None  # "header" | "query" | "token-header" | "token-query"
+    token: str | None = field(default=None, repr=False)  # the minted token it presented
+    token_offered: bool = False  # it offered a token (known or not)
+    ignored_texts: list[str] = field(default_factory=list)  # text the server never answers
     received: list[dict[str, Any]] = field(default_factory=list, repr=False)
     sent: list[dict[str, Any]] = field(default_factory=list, repr=False)
     setup: dict[str, Any] | None = field(default=None, repr=False)

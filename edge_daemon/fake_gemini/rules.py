@@ -20,19 +20,24 @@ from websockets.exceptions import ConnectionClosed
 from .answers import Answers
 from .protocol import (
     CLIENT_KEYS,
+    GENERATION_FIELDS,
     INPUT_RATE,
     MAX_VIDEO_SIDE,
     MIN_VIDEO_GAP_S,
     REALTIME_FIELDS,
     SESSION_NOT_FOUND,
     SETUP_FIELDS,
+    V1ALPHA_ONLY,
     VAD_PEAK,
     VAD_SILENCE_S,
     Reject,
     b64_data,
     image_size,
+    model_family,
+    unknown_name,
 )
 from .records import FakeConnection, SessionState, Turn
+from .tokens import TOKEN_CLOSE, TOKEN_EXPIRED
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class ClientRules(Answers):
             return
         if not conn.setup_complete_sent:
             raise Reject(f"{key} sent before setupComplete")
+        if conn.token is not None and self.tokens.expired(conn.token):
+            raise Reject("a message after the token's expireTime", TOKEN_CLOSE, TOKEN_EXPIRED)
         if key == "realtimeInput":
             await self._on_realtime(conn, body)
         elif key == "toolResponse":
@@ -82,12 +89,17 @@ class ClientRules(Answers):
         modalities = (setup.get("generationConfig") or {}).get("responseModalities")
         if modalities is not None and modalities not in (["AUDIO"], ["TEXT"]):
             raise Reject(f"responseModalities must be ['AUDIO'] or ['TEXT'], got {modalities}")
+        self._check_dialect(conn, setup, model)
         for tool in setup.get("tools") or []:
             for decl in (tool or {}).get("functionDeclarations") or []:
                 if not isinstance(decl, dict) or not isinstance(decl.get("name"), str):
                     raise Reject(f"a function declaration needs a name: {decl!r}")
         resumption = setup.get("sessionResumption")
         handle = resumption.get("handle") if isinstance(resumption, dict) else None
+        if conn.token is not None:
+            refused = self.tokens.admit(conn.token, resuming=bool(handle))
+            if refused:
+                raise Reject(f"token refused at setup: {refused}", TOKEN_CLOSE, refused)
         if handle:
             session = self.sessions.get(handle) if self.resumption else None
             if session is None:
@@ -113,6 +125,41 @@ class ClientRules(Answers):
             conn.spawn(self._complete_setup(conn, self.setup_complete_delay_s))
         else:
             await self._complete_setup(conn, 0.0)
+
+    def _check_dialect(self, conn: FakeConnection, setup: dict[str, Any], model: str) -> None:
+        """What each model family and API version refuses at setup (1007)."""
+        gen = setup.get("generationConfig") or {}
+        if not isinstance(gen, dict):
+            raise Reject("generationConfig must be an object")
+        for name in sorted(set(gen) - GENERATION_FIELDS):
+            raise Reject(
+                f"unknown generationConfig field {name}",
+                1007,
+                unknown_name(name, "setup.generation_config"),
+            )
+        if ".v1alpha." not in conn.request_path:
+            for name, where in V1ALPHA_ONLY.items():
+                if name in setup or name in gen:
+                    raise Reject(f"{name} exists only on v1alpha", 1007, unknown_name(name, where))
+        family = model_family(model)
+        speech = gen.get("speechConfig") or {}
+        if family != "cascade" and isinstance(speech, dict) and "languageCode" in speech:
+            raise Reject(
+                f"speechConfig.languageCode for a native-audio model ({model}): it chooses "
+                "its own language"
+            )
+        thinking = gen.get("thinkingConfig")
+        if thinking is not None:
+            if not isinstance(thinking, dict):
+                raise Reject("thinkingConfig must be an object")
+            if family == "cascade":
+                raise Reject(f"thinkingConfig for {model}, which does not think")
+            if family == "live3" and "thinkingBudget" in thinking:
+                raise Reject(f"thinkingBudget for {model}: 3.x models take thinkingLevel")
+            if family == "native" and "thinkingLevel" in thinking:
+                raise Reject(f"thinkingLevel for {model}: 2.5 models take thinkingBudget")
+        if (setup.get("proactivity") or gen.get("enableAffectiveDialog")) and family == "cascade":
+            raise Reject(f"proactivity or affective dialog for {model}, a half-cascade model")
 
     async def _complete_setup(self, conn: FakeConnection, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -144,6 +191,22 @@ class ClientRules(Answers):
         elif key == "text":
             if not isinstance(value, str):
                 raise Reject("realtimeInput.text must be a string")
+            if conn.vad_disabled:
+                # With detection off the client marks every turn, typed ones
+                # too (AutomaticActivityDetection.disabled: "the client must
+                # send activity signals"): text inside a window joins that
+                # turn; text outside one starts nothing, and is never answered.
+                if conn.capture is None:
+                    self._violation(
+                        conn,
+                        "realtimeInput.text outside activityStart/activityEnd with automatic "
+                        "activity detection off: ignored, never answered",
+                    )
+                    conn.ignored_texts.append(value)
+                    return
+                conn.capture.input_text = f"{conn.capture.input_text or ''} {value}".strip()
+                conn.capture.typed = True
+                return
             await self._barge_in(conn)
             await self._begin_reply(conn, Turn("text", conn, input_text=value))
         elif key == "audioStreamEnd":

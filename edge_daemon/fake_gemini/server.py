@@ -17,9 +17,10 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
 from .controls import Controls
-from .protocol import BAD_API_KEY, DEFAULT_PATH, INVALID_ARGUMENT, Reject
+from .protocol import BAD_API_KEY, CONSTRAINED_PATH, DEFAULT_PATH, INVALID_ARGUMENT, Reject
 from .records import FakeConnection
 from .rules import ClientRules
+from .tokens import TOKEN_CLOSE, TOKEN_UNKNOWN
 
 log = logging.getLogger(__name__)
 # websockets logs request headers at debug level, and clients send their key in
@@ -44,11 +45,13 @@ class FakeGemini(Controls, ClientRules):
         )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
+        await self.auth_endpoint.start()
         log.info("fake-gemini listening on %s", self.url)
 
     async def stop(self) -> None:
         if self._server is None:
             return
+        await self.auth_endpoint.stop()
         self._unstalled.set()  # let blocked sends run into the closing sockets and finish
         for conn in self.connections:
             if conn.open:
@@ -74,6 +77,16 @@ class FakeGemini(Controls, ClientRules):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}{DEFAULT_PATH}"
 
+    @property
+    def constrained_url(self) -> str:
+        """The v1alpha endpoint ephemeral tokens work on."""
+        return self.url.replace(DEFAULT_PATH, CONSTRAINED_PATH)
+
+    @property
+    def auth_url(self) -> str:
+        """The base URL of its POST /v1alpha/auth_tokens (mint-token --base-url)."""
+        return self.auth_endpoint.url
+
     async def _handler(self, ws: ServerConnection) -> None:
         request = ws.request
         assert request is not None  # the handshake is done before the handler runs
@@ -95,6 +108,9 @@ class FakeGemini(Controls, ClientRules):
         )
         self._notify()
         try:
+            if conn.auth_method is None and conn.token_offered:
+                await self._close(conn, TOKEN_CLOSE, TOKEN_UNKNOWN, "unknown auth token")
+                return
             if self.api_key is not None and conn.auth_method is None:
                 await self._close(conn, 1008, BAD_API_KEY, "missing or wrong API key")
                 return
@@ -119,7 +135,8 @@ class FakeGemini(Controls, ClientRules):
             self._notify()
 
     def _authenticate(self, conn: FakeConnection) -> str | None:
-        """How the client presented the expected key; with no key configured, whatever it sent."""
+        """How the client presented the expected key or a token this fake
+        minted; with no key configured and no token minted, whatever it sent."""
         url = urlsplit(conn.request_path)
         query = parse_qs(url.query)
         headers = conn.request_headers
@@ -134,9 +151,16 @@ class FakeGemini(Controls, ClientRules):
                 ("token-query", (query.get("access_token") or [None])[0]),
             ]
         for method, value in offered:
-            if value is not None and (
-                self.api_key is None or hmac.compare_digest(value, self.api_key)
-            ):
+            if value is None:
+                continue
+            if method.startswith("token") and self.tokens.tokens:
+                # Minted here: only a minted token is a token (checked at setup).
+                conn.token_offered = True
+                if value in self.tokens.tokens:
+                    conn.token = value
+                    return method
+                continue
+            if self.api_key is None or hmac.compare_digest(value, self.api_key):
                 return method
         return None
 

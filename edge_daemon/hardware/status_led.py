@@ -13,6 +13,10 @@ once and the loop never waits on a LED.
     reconnecting  blink        0.5 s on, 0.5 s off   same                orange
     error         blink_fast   0.1 s on, 0.1 s off   same                red
 
+A notice (a safety stop, a turn the model cut short) is a burst of quick
+flashes, magenta on an RGB LED, for about a second; then the state's pattern
+shows again.
+
 The AIY Voice Kit's LED patterns (BEACON, PULSE_QUICK, PULSE_SLOW...) were the model.
 """
 
@@ -63,6 +67,10 @@ _BLINKS: dict[str, tuple[float, float]] = {
 _PULSES: dict[str, float] = {"pulse_quick": 0.25, "pulse_slow": 1.0}
 # "Dim" for idle on a PWM or RGB LED, as a share of the configured brightness.
 _DIM = 0.1
+# A notice: this many quick flashes, then the state's pattern again.
+NOTICE_FLASHES = 5
+NOTICE_S = NOTICE_FLASHES * 0.2
+_NOTICE_COLOUR = (1.0, 0.0, 1.0)
 
 
 class _CappedPWMLED(PWMLED):
@@ -110,10 +118,11 @@ class StatusLed:
     def state(self) -> str | None:
         return self._state
 
-    def show(self, state: str) -> None:
+    def show(self, state: str, *, again: bool = False) -> None:
         """Show a daemon state. Showing the state already shown changes nothing,
-        so a blink keeps its rhythm through repeated notifications."""
-        if self._closed or state == self._state:
+        so a blink keeps its rhythm through repeated notifications (``again``:
+        after a flash, it does)."""
+        if self._closed or (state == self._state and not again):
             return
         pattern = STATE_PATTERNS.get(state)
         if pattern is None:
@@ -127,6 +136,22 @@ class StatusLed:
         except Exception:
             # A status light is not worth stopping the daemon for.
             log.exception("status LED failed to show %r", state)
+
+    def flash(self) -> None:
+        """A burst of NOTICE_FLASHES quick flashes; the caller shows the state
+        again after NOTICE_S (``show(state, again=True)``)."""
+        if self._closed or self._device is None:
+            return
+        self._pattern = "notice"
+        try:
+            device = self._device
+            if isinstance(device, RGBLED):
+                on = tuple(c * self._cfg.brightness for c in _NOTICE_COLOUR)
+                device.blink(0.1, 0.1, on_color=on, n=NOTICE_FLASHES)
+            else:
+                device.blink(0.1, 0.1, n=NOTICE_FLASHES)
+        except Exception:
+            log.exception("status LED failed to flash")
 
     def close(self) -> None:
         """Off, and the pins released. Safe to call twice."""
