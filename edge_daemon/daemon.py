@@ -155,6 +155,8 @@ class Daemon(StateMachine):
     def _on_link_state(self, link: LinkState, detail: str) -> None:
         if link is LinkState.CONNECTED:
             self._notify_link(True)
+            if detail == "new":
+                self.outcomes.new_session()  # a new conversation: its own token count
         elif link in (LinkState.RECONNECTING, LinkState.CONFIG_ERROR):
             self._notify_link(False)
         if link is LinkState.CONNECTED:
