@@ -23,6 +23,8 @@ The checks, one module each (or a few closely related):
     gpio.py         the configured pins exist and are free
     camera.py       the configured camera is there
     service.py      the service user, and the unit's state
+    tokens.py       gemini.token_command hands out a token
+    link.py         the running daemon's link: quota, token, key, server trouble
 
 What they share: report.py (Check, the report), machine.py (paths, the
 command runner), portaudio.py (devices opened as the daemon opens them).
@@ -47,6 +49,7 @@ from .report import Check, Status, exit_status, format_json, format_text
 from .runner import Machine, Options, run_checks
 from .service import check_service, check_service_user
 from .speaker import check_speaker, tone_s16
+from .tokens import check_token_command
 
 __all__ = [
     "Check",
@@ -69,6 +72,7 @@ __all__ = [
     "check_service",
     "check_service_user",
     "check_speaker",
+    "check_token_command",
     "clock_hint",
     "configured_pins",
     "exit_status",

@@ -120,6 +120,7 @@ async def check_live(
 ) -> Check:
     """One real ``setup`` -> ``setupComplete`` handshake, then a clean close."""
     from ..live.messages import SetupOptions, build_setup
+    from ..live.reconnect import CloseAction, classify_close
     from ..live.session import Credentials, LiveSession, SessionError
 
     name = "live"
@@ -145,6 +146,11 @@ async def check_live(
             setup_timeout_s=timeout_s or cfg.gemini.setup_timeout_s,
         )
     except SessionError as exc:
+        verdict = classify_close(
+            exc.code, exc.reason, token_auth=cfg.gemini.auth == "ephemeral_token"
+        )
+        if verdict.action in (CloseAction.QUOTA, CloseAction.TOKEN):
+            return fail(name, f"setup handshake failed: {exc}", verdict.advice)
         if exc.code == 1008:
             fix = (
                 "the server refused the key: check it at https://aistudio.google.com/apikey, "

@@ -15,6 +15,7 @@ from .camera import check_camera
 from .clock import check_clock
 from .config_key import check_config, check_key
 from .gpio import check_gpio, gpio_gid, probe_pins
+from .link import Ask, check_link
 from .machine import KEY_FILE, Runner, run_command, under, unit_installed
 from .microphone import check_microphone
 from .network import check_endpoint, check_live
@@ -22,6 +23,7 @@ from .portaudio import load_pyaudio
 from .report import Check, skip
 from .service import check_service, check_service_user, service_active
 from .speaker import check_speaker
+from .tokens import check_token_command
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,15 @@ class Machine:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     pyaudio: Callable[[], Any] = load_pyaudio
     prompt: Callable[[str], None] | None = None
+
+    def ask_daemon(self, cfg: Config | None) -> Ask | None:
+        """A way to ask the running daemon (its control socket), or None."""
+        from ..control import request
+
+        path = (cfg or Config()).control.socket
+        if not (self.root / path.lstrip("/")).exists():
+            return None
+        return lambda body: request(str(self.root / path.lstrip("/")), body, timeout_s=5.0)
 
 
 async def _network(cfg: Config, secret: Secret | None, opts: Options) -> tuple[Check, Check]:
@@ -79,7 +90,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
     installed = unit_installed(m.root)
     checks = [config]
     if cfg is None:
-        unchecked = ("api_key", "endpoint", "live", "clock", "microphone", "speaker")
+        unchecked = ("api_key", "token", "endpoint", "live", "clock", "microphone", "speaker")
         checks += [skip(n, "needs a config that parses") for n in unchecked]
         checks += [skip(n, "needs a config that parses") for n in ("gpio", "camera")]
     else:
@@ -93,6 +104,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
             needs_key=not fake_endpoint,
         )
         checks.append(key)
+        checks.append(asyncio.run(check_token_command(cfg)))
         checks.extend(asyncio.run(_network(cfg, secret, opts)))
         tls_needed = default_endpoint(cfg).startswith("wss://") and not fake_endpoint
         checks.append(check_clock(m.run, m.root, tls_needed=tls_needed))
@@ -128,4 +140,5 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
     expected = installed or not opts.simulate
     checks.append(check_service_user(installed=expected))
     checks.append(check_service(m.run, root=m.root, installed=expected))
+    checks.append(check_link(m.ask_daemon(cfg)))
     return checks
