@@ -188,3 +188,20 @@ async def test_tokens_minted_over_http_as_the_service_mints_them() -> None:
             post, {"expireTime": "2000-01-01T00:00:00Z"}, "AIzaFAKE-KEY-0123456789"
         )
         assert status == 400 and "future" in body["error"]["message"]
+
+
+def test_every_rule_in_the_fakes_table_names_a_test_that_exists() -> None:
+    import re
+    from pathlib import Path
+
+    import edge_daemon.fake_gemini as package
+
+    doc = package.__doc__ or ""
+    tests = Path(__file__).parent
+    named = re.findall(r"(test_\w+)::(test_\w+)", doc)
+    # Continuation lines name more tests of the same file.
+    assert len(named) >= 20
+    for file, test in named:
+        assert f"def {test}(" in (tests / f"{file}.py").read_text(), f"{file}::{test}"
+    for test in re.findall(r"^\s+(test_\w+)$", doc, re.M):
+        assert any(f"def {test}(" in p.read_text() for p in tests.glob("test_*.py")), test
