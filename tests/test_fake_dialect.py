@@ -116,7 +116,7 @@ async def first_reply(ws: ClientConnection) -> dict[str, Any] | tuple[int, str]:
         return exc.rcvd.code, exc.rcvd.reason
 
 
-async def test_a_single_use_token_opens_one_new_session_and_any_number_of_resumes(
+async def test_a_single_use_token_opens_one_session_and_any_resumes(
     fake: FakeGemini,
 ) -> None:
     token = fake.mint_token(uses=1)

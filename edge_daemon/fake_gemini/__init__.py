@@ -56,8 +56,7 @@ close reason is not published, the fake's wording is its own (marked *).
     - a resumption handle must be known: 1008 "session not found"; field.
       test_fake_gemini::test_resumption_keeps_history_and_rejects_unknown_handles
     - a token has uses (default 1); a resume spends none: 1008 *; SDK types, guide.
-      test_fake_dialect::test_a_single_use_token_opens_one_new_session_and_any_number_of_res
-      umes
+      test_fake_dialect::test_a_single_use_token_opens_one_session_and_any_resumes
     - a token opens new sessions only before newSessionExpireTime: 1008 *; SDK types.
       test_fake_dialect::test_the_new_session_window_and_the_expiry
     - nothing is accepted after a token's expireTime: 1008 *; SDK types.
