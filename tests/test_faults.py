@@ -346,6 +346,27 @@ async def test_context_window_compression_can_be_turned_off() -> None:
 # --------------------------------------------------------------------------- config errors
 
 
+async def test_quota_exhausted_waits_long_and_grows_then_recovers() -> None:
+    """1011 RESOURCE_EXHAUSTED is not a blip: the wait starts at
+    link.quota_backoff_s and doubles, instead of the short transient backoff."""
+    async with fault_rig(link={"quota_backoff_s": 0.5, "config_error_backoff_s": 4.0}) as r:
+        await r.fake.close_connection(1011, "RESOURCE_EXHAUSTED: quota exceeded")
+        await r.until(lambda: r.daemon.link.problem == "quota")
+        first = r.daemon.link.last_delay_s or 0.0
+        assert 0.4 <= first <= 0.5, first
+        assert "quota" in r.daemon.status()["connection"]["last_error"]
+        assert r.daemon.status()["connection"]["problem"] == "quota"
+        await r.until(lambda: len(r.fake.connections) == 2, 10)
+        await r.state(State.IDLE)
+        await r.fake.close_connection(1011, "RESOURCE_EXHAUSTED: quota exceeded")
+        await r.until(lambda: (r.daemon.link.last_delay_s or 0) > 0.5, 10)
+        assert 0.8 <= (r.daemon.link.last_delay_s or 0.0) <= 1.0  # doubled
+        await r.until(lambda: len(r.fake.connections) == 3, 10)
+        await r.state(State.IDLE)
+        assert r.daemon.link.problem == ""
+        await r.healthy()
+
+
 async def test_close_1007_shows_error_backs_off_long_then_recovers() -> None:
     async with fault_rig(link={"config_error_backoff_s": 0.5}) as r:
         handle = r.daemon.link.resumption.handle
