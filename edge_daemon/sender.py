@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Speech kept through a link outage is sent this much faster than real time:
 # it catches up without a burst the Live API would frown on.
 REPLAY_SPEEDUP = 2.0
+# The Live API takes at most one frame a second, from any source.
+MIN_FRAME_GAP_S = 1.0
 
 
 class Sender:
@@ -57,6 +59,8 @@ class Sender:
         self._started: Turn | None = None  # the turn whose activityStart went out on this socket
         self._activity_open = False  # an activityStart on this socket awaits its activityEnd
         self._wake = asyncio.Event()
+        self._last_frame: float | None = None  # loop time of the last video frame
+        self._frame_gate = asyncio.Lock()
 
     def attach(self, session: LiveSession) -> None:
         """A new connection: everything goes up this one from now on."""
@@ -96,12 +100,21 @@ class Sender:
             log.debug("send after close: %s", exc)
 
     async def send_frame(self, jpeg: bytes) -> None:
-        """One camera frame up the current session (the ticker, take_photo)."""
-        session = self.session
-        if session is None:
-            raise SessionClosed("no live session for the frame")
-        async with self.lock:
-            await session.send_video(jpeg)
+        """One camera frame up the current session (the ticker, take_photo),
+        never sooner than MIN_FRAME_GAP_S after the last one, whoever sent it:
+        the Live API takes at most a frame a second."""
+        loop = asyncio.get_running_loop()
+        async with self._frame_gate:  # frames wait for each other, not for the audio
+            if self._last_frame is not None:
+                wait = self._last_frame + MIN_FRAME_GAP_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            session = self.session
+            if session is None:
+                raise SessionClosed("no live session for the frame")
+            self._last_frame = loop.time()
+            async with self.lock:
+                await session.send_video(jpeg)
 
     async def _send_owed(self) -> None:
         """activityStart, the turn's audio not yet sent on this socket, then

@@ -147,7 +147,14 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         camera=camera,
     )
     if camera is not None and cfg.tools.take_photo:
-        daemon.tools.add(take_photo_tool(camera, daemon.send_frame, timeout_s=cfg.tools.timeout_s))
+        daemon.tools.add(
+            take_photo_tool(
+                camera,
+                daemon.send_frame,
+                timeout_s=cfg.tools.timeout_s,
+                refusal=lambda: photo_refusal(cfg, daemon),
+            )
+        )
 
     ready = False
 
@@ -213,6 +220,14 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
             loop.remove_signal_handler(sig)
     log.info("stopped", extra={"EDGE_EVENT": "stopped"})
     return 0
+
+
+def photo_refusal(cfg: Config, daemon: Daemon) -> str:
+    """Why the model may not take a photo now ("" if it may)."""
+    in_conversation = daemon.state in (State.LISTENING, State.THINKING, State.SPEAKING)
+    if cfg.camera.only_while_talking and not in_conversation:
+        return "the camera is used only during a conversation (camera.only_while_talking)"
+    return ""
 
 
 def open_devices_camera(cfg: Config) -> Camera | None:

@@ -156,3 +156,48 @@ def test_doctor_reads_the_running_daemons_link_trouble() -> None:
     assert quota.status == "FAIL" and "quota" in quota.detail and "AI Studio" in quota.fix
     assert check_link(asking("network")).status == "WARN"
     assert check_link(asking("token")).status == "FAIL"
+
+
+async def test_frames_from_the_ticker_and_take_photo_share_one_a_second() -> None:
+    """However frames come (the ticker, the model's take_photo), two never go
+    up less than a second apart: the fake flags any that do."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24)).save(buf, "JPEG")
+    jpeg = buf.getvalue()
+    async with daemon_rig() as rig:
+        import asyncio
+
+        await asyncio.gather(*(rig.daemon.send_frame(jpeg) for _ in range(3)))
+        await rig.fake.wait_for(lambda f: f.connections[-1].video_frames == 3)
+        assert not [v for v in rig.fake.protocol_violations if "video frames" in v]
+
+
+async def test_take_photo_is_refused_outside_a_conversation_when_only_while_talking() -> None:
+    from edge_daemon.tools.photo import take_photo_tool
+    from edge_daemon.tools.registry import ToolRegistry
+
+    class Camera:
+        captures = 0
+
+        async def capture(self) -> bytes:
+            Camera.captures += 1
+            return b""
+
+    sent: list[bytes] = []
+
+    async def send(jpeg: bytes) -> None:
+        sent.append(jpeg)
+
+    registry = ToolRegistry()
+    registry.add(
+        take_photo_tool(
+            Camera(), send, refusal=lambda: "the camera is used only during a conversation"
+        )  # type: ignore[arg-type]
+    )
+    outcome = await registry.call("take_photo", {})
+    assert not outcome.ok and "only during a conversation" in (outcome.error or "")
+    assert Camera.captures == 0 and sent == []

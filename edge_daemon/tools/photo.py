@@ -28,14 +28,21 @@ def take_photo_tool(
     send_frame: Callable[[bytes], Awaitable[None]],
     *,
     timeout_s: float = 10.0,
+    refusal: Callable[[], str] = lambda: "",
 ) -> Tool:
     """A Tool that captures one fresh frame, sends it with ``send_frame`` and
-    returns ``{"sent": true, "width": w, "height": h}``."""
+    returns ``{"sent": true, "width": w, "height": h}``. ``refusal`` says why a
+    photo may not be taken now ("" when it may): camera.only_while_talking
+    holds for the model's photos as for the ticker's. The frame goes the way
+    every frame goes, so the Live API's one frame a second holds too."""
 
     async def run(args: Mapping[str, Any]) -> Mapping[str, Any]:
         from ..camera.image import image_size  # Pillow: loaded with the camera, not before
 
         validate_args(NAME, None, args)  # no parameters: anything else is the model's mistake
+        why = refusal()
+        if why:
+            raise ValueError(f"{NAME}: refused: {why}. No photo was taken.")
         jpeg = await camera.capture()
         width, height = image_size(jpeg)
         await send_frame(jpeg)
