@@ -94,6 +94,10 @@ class AudioConfig:
     volume: float = 1.0
     preroll_ms: int = 500
     half_duplex: bool = False
+    # A turn ends after this long however it started (a stuck button, toggle
+    # mode left on, a `ctl press` without a release): the room is not
+    # streamed to the cloud for ever.
+    max_turn_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,7 @@ _RANGES: dict[str, _Range] = {
     "audio.chunk_ms": _Range(20, 40),
     "audio.volume": _Range(0, 2),
     "audio.preroll_ms": _Range(0, 2000),
+    "audio.max_turn_s": _Range(5, 3600),
     "button.pin": _Range(0, 27),  # the BCM GPIO numbers on a Pi header
     "button.bounce_s": _NON_NEGATIVE,
     "button.min_press_s": _NON_NEGATIVE,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class Counters:
     turns: int = 0
+    turns_cut: int = 0  # ended by audio.max_turn_s
     chunks_sent: int = 0
     chunks_buffered: int = 0
     chunks_dropped: int = 0

@@ -108,6 +108,7 @@ class Daemon(StateMachine):
         self.virtual_button: VirtualButton | None = None
         self._stop = asyncio.Event()
         self._model_turn_open = False  # model output started, no turnComplete yet
+        self._turn_limit: asyncio.TimerHandle | None = None  # audio.max_turn_s
         self._discard_model_audio = False  # rest of an interrupted turn in flight
         self._shutdown_hooks: list[Callable[[], Awaitable[None] | None]] = []
         self._finish_task: asyncio.Task[None] | None = None
@@ -205,15 +206,36 @@ class Daemon(StateMachine):
         self._cancel_finish()
         self.transcripts.new_turn()
         self.counters.turns += 1
+        if self._turn_limit is not None:
+            self._turn_limit.cancel()
+        self._turn_limit = asyncio.get_running_loop().call_later(
+            self.cfg.audio.max_turn_s, self._turn_too_long, self.turn, source
+        )
         if self.ticker is not None:
             self.ticker.kick()  # each turn starts with a fresh look
         self._set_state(State.LISTENING, source)
         self.sender.pump()
 
+    def _turn_too_long(self, turn: Turn, source: str) -> None:
+        if turn is not self.turn or not turn.open:
+            return
+        self.counters.turns_cut += 1
+        log.warning(
+            "turn ended after %g s (audio.max_turn_s): started by %s, never released; "
+            "a stuck button or toggle mode left on? Nothing more goes up until the next press",
+            self.cfg.audio.max_turn_s,
+            source,
+            extra={"EDGE_EVENT": "turn_limit", "EDGE_SOURCE": source},
+        )
+        self.release("max_turn_s")
+
     def release(self, source: str = "button") -> None:
         """The turn ends (push-to-talk let go)."""
         if not self.turn.open:
             return
+        if self._turn_limit is not None:
+            self._turn_limit.cancel()
+            self._turn_limit = None
         self.turn.end()
         if self.sender.session is not None:
             self._set_state(State.THINKING, source)

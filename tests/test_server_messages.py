@@ -201,3 +201,26 @@ async def test_take_photo_is_refused_outside_a_conversation_when_only_while_talk
     outcome = await registry.call("take_photo", {})
     assert not outcome.ok and "only during a conversation" in (outcome.error or "")
     assert Camera.captures == 0 and sent == []
+
+
+async def test_a_turn_that_is_never_released_ends_at_max_turn_s(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with daemon_rig(overrides={"audio.max_turn_s": 5.0}) as rig:
+        rig.daemon.press("ctl")  # and nobody lets go
+        await rig.state(State.LISTENING)
+        await rig.until(lambda: not rig.daemon.talking, 30)
+        # The turn went up whole and closed: activityEnd sent, answered.
+        await rig.fake.wait_for(lambda f: f.count("activityEnd") == 1, 30)
+        await rig.state(State.IDLE, 30)
+        # About max_turn_s of audio (the rig's mic runs 4x real time), no more.
+        heard = rig.fake.turns[-1].heard_s
+        assert 4.0 * 4 <= heard <= 6.0 * 4, heard
+        limited = [r for r in caplog.records if getattr(r, "EDGE_EVENT", "") == "turn_limit"]
+        assert len(limited) == 1 and rig.daemon.counters.turns_cut == 1
+        # A released turn is never cut.
+        rig.daemon.press("ctl")
+        rig.daemon.release("ctl")
+        await rig.state(State.IDLE, 30)
+        assert rig.daemon.counters.turns_cut == 1
