@@ -172,6 +172,7 @@ keyboard = false
 [[tools.relay]]
 name = "{RELAY}"
 pin = 17
+active_high = true
 """
 
 
