@@ -216,7 +216,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _logs_to_journal() -> bool:
-    return any(type(h).__name__ == "JournalHandler" for h in logging.getLogger().handlers)
+    from . import systemd
+
+    return systemd.log_target() == "journal"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -182,6 +182,10 @@ DROPIN = f"""\
 [Service]
 ExecStart=
 ExecStart={VENV_BIN}/edge-daemon run --simulate --config /etc/edge-daemon/config.toml
+ExecStartPre=
+ExecStartPre=-{VENV_BIN}/edge-daemon safe-state --simulate --config /etc/edge-daemon/config.toml
+ExecStopPost=
+ExecStopPost=-{VENV_BIN}/edge-daemon safe-state --simulate --config /etc/edge-daemon/config.toml
 WatchdogSec=3s
 LimitCORE=0
 """
@@ -406,6 +410,8 @@ def test_stop_is_clean(installed: Installed) -> None:
 
 
 def test_relays_are_safe_after_a_stop(installed: Installed) -> None:
+    """The daemon switches the relay off as it stops, then the unit's
+    ExecStopPost drives it to its off level (low: it is active-high) again."""
     c = installed.c
     installed.ensure_active()
     c.run(["systemctl", "stop", UNIT], timeout_s=60)
@@ -413,17 +419,15 @@ def test_relays_are_safe_after_a_stop(installed: Installed) -> None:
         json.loads(line)
         for line in c.journal("-o", "json", "-b", "EDGE_TOOL=" + RELAY).splitlines()
     ]
-    if not records:
-        # TODO(hardware tools): assert unconditionally once relays are wired
-        # into the daemon; until then a configured relay logs nothing.
-        pytest.skip("relay tools are not wired into the daemon yet: nothing to check")
     shutdown = [
         r
         for r in records
-        if r.get("EDGE_EVENT") == "relay_off" and r.get("EDGE_CAUSE") != "startup"
+        if r.get("EDGE_EVENT") == "relay_off" and r.get("EDGE_CAUSE") == "shutdown"
     ]
     assert shutdown, f"no relay_off for {RELAY} at shutdown: {records[-3:]}"
-    assert records[-1].get("EDGE_EVENT") == "relay_off"
+    last = records[-1]
+    assert last.get("EDGE_EVENT") == "safe_state", records[-3:]
+    assert last.get("EDGE_LEVEL") == "0" and last.get("EDGE_PIN") == "17", last
 
 
 def test_security_exposure_is_at_most_3(installed: Installed) -> None:
@@ -516,7 +520,7 @@ def _broken_unit(c: BootedContainer, old: str, new: str) -> Iterator[None]:
             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
             "RestrictAddressFamilies=AF_INET AF_INET6",
             # No AF_UNIX, no control socket: a configuration error, not retried.
-            "status=78/CONFIG",
+            "status=78",
             "Address family not supported by protocol",
             id="no-AF_UNIX",
         ),
