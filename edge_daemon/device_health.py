@@ -46,10 +46,15 @@ class Health(enum.StrEnum):
     OFF = "off"
 
 
+# A reason is kept and shown (ctl status, STATUS=) at most this long: a
+# "no device matches" error lists every device, and a Pi can have dozens.
+MAX_REASON = 400
+
+
 def describe(exc: BaseException) -> str:
-    """An exception as one short line for a log record or ``ctl status``."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """An exception as one line (at most MAX_REASON characters) for a record or ``ctl status``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 async def close_bounded(close: Callable[[], Awaitable[None]], what: str) -> None:

@@ -27,7 +27,14 @@ from edge_daemon.audio.recovery import BUSY_POLL_S, AudioRecovery
 from edge_daemon.camera.base import CameraError, CameraSetupError
 from edge_daemon.camera.files import FileCamera
 from edge_daemon.camera.recovery import RecoveringCamera
-from edge_daemon.device_health import HEALTHY_AFTER_S, DeviceBoard, Health, Reopener
+from edge_daemon.device_health import (
+    HEALTHY_AFTER_S,
+    MAX_REASON,
+    DeviceBoard,
+    Health,
+    Reopener,
+    describe,
+)
 
 CHUNK = bytes(1280)
 MISSING = OSError(-9996, "no input device matches 'USB PnP'")
@@ -322,6 +329,45 @@ async def test_a_missing_library_is_off_on_silence_and_never_retried(
     finally:
         await pair.mic.close()
         await pair.speaker.close()
+
+
+def test_a_reason_is_one_bounded_line() -> None:
+    many = OSError(
+        f"no input device matches 'USB';\n{'; '.join(f'{i}: hw:{i},0' for i in range(200))}"
+    )
+    reason = describe(many)
+    assert "\n" not in reason and len(reason) == MAX_REASON and reason.endswith("...")
+    assert describe(RuntimeError()) == "RuntimeError"
+
+
+# -- what the status LED shows ---------------------------------------------------------
+
+
+def test_the_led_shows_the_error_at_rest_and_listening_only_without_a_microphone() -> None:
+    from types import SimpleNamespace
+
+    from edge_daemon.hardware_setup import led_state
+    from edge_daemon.state_machine import State
+
+    def shown(state: State, *down: str) -> str:
+        board = DeviceBoard()
+        for name in ("microphone", "speaker", "camera"):
+            health = board.add(name, grace_s=0)
+            health.state = Health.DOWN if name in down else Health.UP
+        return led_state(SimpleNamespace(state=state, device_health=board))  # type: ignore[arg-type]
+
+    table = {
+        state: (shown(state), shown(state, "camera"), shown(state, "microphone")) for state in State
+    }
+    assert table == {
+        State.STARTING: ("starting", "error", "error"),
+        State.IDLE: ("idle", "error", "error"),
+        State.LISTENING: ("listening", "listening", "error"),
+        State.THINKING: ("thinking", "thinking", "thinking"),
+        State.SPEAKING: ("speaking", "speaking", "speaking"),
+        State.RECONNECTING: ("reconnecting", "error", "error"),
+        State.ERROR: ("error", "error", "error"),
+    }
 
 
 # -- the grace time -------------------------------------------------------------------
