@@ -255,3 +255,37 @@ async def test_a_mic_that_never_comes_back_ends_the_process_with_status_74(
     assert "no input device matches 'edge_mic'" in gone
     assert "Traceback" not in log
     assert os.path.exists(servers.socket("spk")), "the speaker's server was never touched"
+
+
+async def test_a_speaker_unplugged_comes_back_and_plays_again(
+    servers: SoundServers, fake: FakeGemini, spawn_daemon: Any
+) -> None:
+    servers.start("spk")
+    servers.start("mic")
+    daemon = sound_daemon(spawn_daemon, fake, servers, grace_s=0)
+    await daemon.ready()
+    await daemon.wait_state("idle", 20)
+
+    servers.unplug("spk")
+    status = await status_until(daemon, lambda s: s["device_health"]["speaker"]["retries"] >= 1)
+    assert status["device_health"]["speaker"]["state"] == "down"
+    assert "edge_spk" in status["device_health"]["speaker"]["reason"]
+    # A typed answer meanwhile is dropped and counted, and the turn still ends.
+    assert (await daemon.ctl("say", text="hello"))["ok"]
+    await fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 20)
+    await daemon.wait_state("idle", 30)
+    status = await daemon.ctl("status")
+    assert status["counters"]["speaker"]["dropped_while_down"] > 0
+
+    servers.start("spk")
+    status = await status_until(daemon, lambda s: s["device_health"]["speaker"]["state"] == "up")
+    played = status["counters"]["speaker"]["bytes_played"]
+    assert (await daemon.ctl("say", text="hello again"))["ok"]
+    await fake.wait_for(lambda f: len(f.turns) == 2 and f.turns[-1].completed, 20)
+    await daemon.wait_state("idle", 30)
+    status = await daemon.ctl("status")
+    assert status["counters"]["speaker"]["bytes_played"] >= played + len(fake.reply_audio_bytes)
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert [line for line in events(log, "device_lost") if "EDGE_DEVICE=speaker" in line]
+    assert "Traceback" not in log
