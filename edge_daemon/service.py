@@ -13,7 +13,7 @@ import signal
 from . import exits, systemd
 from .audio import open_audio
 from .audio.base import AudioConfigError, Microphone, Speaker
-from .audio.recovery import open_recovering_pyaudio
+from .audio.recovery import RecoveringMicrophone, open_recovering_pyaudio
 from .camera import Camera, open_camera
 from .camera.recovery import RecoveringCamera
 from .config import (
@@ -151,10 +151,9 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         camera=camera,
         device_health=devices,
     )
-    pair = getattr(mic, "pair", None)
-    if pair is not None:
+    if isinstance(mic, RecoveringMicrophone):
         # Never reopen the microphone under a turn (to let PortAudio find the speaker).
-        pair.mic_in_use = lambda: daemon.talking
+        mic.pair.mic_in_use = lambda: daemon.talking
     if camera is not None and cfg.tools.take_photo:
         daemon.tools.add(
             take_photo_tool(
