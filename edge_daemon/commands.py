@@ -120,6 +120,8 @@ class Commands:
                 ),
             },
             "history": [{"t": t, "state": s} for t, s in d.history],
+            # Each device: up, down (being reopened) or off, since when, why, retries.
+            "device_health": d.device_health.status(),
             "uptime_s": _round(time.monotonic() - d.started_at),
             **extras,
         }

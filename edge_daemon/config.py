@@ -98,6 +98,12 @@ class AudioConfig:
     # mode left on, a `ctl press` without a release): the room is not
     # streamed to the cloud for ever.
     max_turn_s: float = 60.0
+    # A mic or speaker that goes away (or is missing at start) is reopened
+    # with backoff, at most this many seconds apart.
+    device_retry_max_s: float = 30.0
+    # Missing this long, the process exits (status 74) so that systemd
+    # restarts it: a wedged driver heals in a fresh process. 0 = never.
+    device_grace_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,9 @@ class CameraConfig:
     only_while_talking: bool = True
     max_side: int = 1024
     jpeg_quality: int = 75
+    # As audio.device_retry_max_s and audio.device_grace_s, for the camera.
+    device_retry_max_s: float = 30.0
+    device_grace_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -358,6 +367,8 @@ _RANGES: dict[str, _Range] = {
     "audio.volume": _Range(0, 2),
     "audio.preroll_ms": _Range(0, 2000),
     "audio.max_turn_s": _Range(5, 3600),
+    "audio.device_retry_max_s": _Range(1, 3600),
+    "audio.device_grace_s": _Range(0, 86400),
     "button.pin": _Range(0, 27),  # the BCM GPIO numbers on a Pi header
     "button.bounce_s": _NON_NEGATIVE,
     "button.min_press_s": _NON_NEGATIVE,
@@ -388,6 +399,8 @@ _RANGES: dict[str, _Range] = {
     "camera.height": _Range(16, 4096),
     "camera.max_side": _Range(16, 1024),
     "camera.jpeg_quality": _Range(10, 95),
+    "camera.device_retry_max_s": _Range(1, 3600),
+    "camera.device_grace_s": _Range(0, 86400),
 }
 
 

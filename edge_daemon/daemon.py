@@ -32,6 +32,7 @@ from .camera import Camera, FrameTicker
 from .commands import Commands, StatusProvider, VirtualButton
 from .config import Config
 from .counters import Counters
+from .device_health import DeviceBoard
 from .live import messages as m
 from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd
 from .live.session import LiveSession
@@ -61,6 +62,7 @@ class Daemon(StateMachine):
         link_settings: LinkSettings,
         tools: ToolRegistry | None = None,
         camera: Camera | None = None,
+        device_health: DeviceBoard | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -68,6 +70,10 @@ class Daemon(StateMachine):
         self.speaker = speaker
         self.tools = tools or ToolRegistry()
         self.camera = camera
+        # Which devices are up, down (being reopened) or off: `ctl status`,
+        # the status LED and sd_notify show it; the states above do not
+        # change for it (typed turns and tools work without a microphone).
+        self.device_health = device_health or DeviceBoard()
         self.counters = Counters()
         chunk_s = cfg.audio.chunk_ms / 1000.0
         self.voice = MicPipeline(
@@ -322,6 +328,7 @@ class Daemon(StateMachine):
             await self.speaker.close()
             if self.camera is not None:
                 await self.camera.close()
+            self.device_health.close()
 
     def stop(self) -> None:
         self._stop.set()

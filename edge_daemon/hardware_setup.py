@@ -45,6 +45,24 @@ class FingerOnButton:
         return touched
 
 
+# The states the status LED gives up to the error pattern while a device is
+# missing: at rest the owner should see that something needs a hand. A turn in
+# progress (a typed one needs no microphone) shows as usual, except listening
+# when there is nothing to listen with.
+_RESTING = frozenset({"starting", "idle", "reconnecting"})
+
+
+def led_state(daemon: Daemon) -> str:
+    """What the status LED shows: the daemon's state, or ``error`` while a
+    device is missing (the state itself stays what it is: ``ctl wait idle``
+    and typed turns go on without a microphone)."""
+    state = daemon.state.value
+    missing = {h.name for h in daemon.device_health.not_up()}
+    if missing and (state in _RESTING or (state == "listening" and "microphone" in missing)):
+        return "error"
+    return state
+
+
 def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
     """Create the GPIO devices, wire them to ``daemon`` and register their
     shutdown (relays safe, LED off) as daemon shutdown hooks."""
@@ -89,12 +107,17 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
 
     if cfg.status_led.kind != "none":
         led = StatusLed(cfg.status_led, pins)
-        led.show(daemon.state.value)
-        daemon.subscribe(lambda _old, new: led.show(new.value))
+
+        def show(again: bool = False) -> None:
+            led.show(led_state(daemon), again=again)
+
+        show()
+        daemon.subscribe(lambda _old, _new: show())
+        daemon.device_health.subscribe(lambda _health: show())
 
         def flash(_notice: str) -> None:
             led.flash()
-            loop.call_later(NOTICE_S, lambda: led.show(daemon.state.value, again=True))
+            loop.call_later(NOTICE_S, lambda: show(again=True))
 
         daemon.subscribe_notice(flash)
         daemon.add_shutdown_hook(led.close)

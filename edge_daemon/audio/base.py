@@ -14,6 +14,8 @@ import asyncio
 import logging
 from typing import Protocol, runtime_checkable
 
+from ..device_health import CannotRetry
+
 logger = logging.getLogger(__name__)
 
 MIC_RATE = 16000
@@ -36,6 +38,10 @@ UNDERRUN_GAP_S = 0.2
 
 class AudioConfigError(ValueError):
     """An audio device or file cannot be used as configured; the message says how to fix it."""
+
+
+class AudioBackendMissing(AudioConfigError, CannotRetry):
+    """The backend's library is not installed: no retry brings the device back."""
 
 
 @runtime_checkable
