@@ -1,0 +1,255 @@
+"""The [mqtt] section and the [[tools.mqtt]] remote tools: what loads, what is
+refused with the key to fix, and where the password comes from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edge_daemon.config import (
+    Config,
+    ConfigError,
+    MqttConfig,
+    MqttParameterConfig,
+    MqttToolConfig,
+    load_config,
+    mqtt_base_topic,
+    mqtt_client_id,
+    mqtt_node_id,
+    render_effective,
+    resolve_mqtt_password,
+)
+
+BROKER = '[mqtt]\nhost = "127.0.0.1"\n'
+LIGHTS = (
+    BROKER
+    + """
+[[tools.mqtt]]
+name = "kitchen_lights"
+description = "The kitchen lights."
+topic = "zigbee2mqtt/{room}/set"
+payload = '{"state": {state}}'
+state_topic = "zigbee2mqtt/{room}"
+[[tools.mqtt.parameters]]
+name = "state"
+type = "STRING"
+enum = ["ON", "OFF"]
+description = "on or off"
+[[tools.mqtt.parameters]]
+name = "room"
+type = "STRING"
+enum = ["kitchen", "hall"]
+description = "which room"
+"""
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.file == str(path)
+    return info.value
+
+
+def test_off_by_default() -> None:
+    assert Config().mqtt == MqttConfig()
+    assert Config().mqtt.host == ""
+    assert Config().mqtt.discovery_prefix == "homeassistant"
+
+
+def test_names_derive_from_the_host_name() -> None:
+    m = MqttConfig(host="broker")
+    assert mqtt_node_id(m, "Kitchen-Pi.local") == "kitchen_pi_local"
+    assert mqtt_node_id(m, "---") == "edge_daemon"
+    assert mqtt_base_topic(m, "kitchen") == "edge-daemon/kitchen"
+    assert mqtt_client_id(m, "kitchen") == "edge-daemon-kitchen"
+    named = MqttConfig(host="b", node_id="den", base_topic="house/den", client_id="c1")
+    assert mqtt_node_id(named, "ignored") == "den"
+    assert mqtt_base_topic(named, "ignored") == "house/den"
+    assert mqtt_client_id(named, "ignored") == "c1"
+
+
+def test_a_remote_tool_loads(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, LIGHTS), env={})
+    (tool,) = cfg.tools.mqtt
+    assert tool == MqttToolConfig(
+        name="kitchen_lights",
+        description="The kitchen lights.",
+        topic="zigbee2mqtt/{room}/set",
+        payload='{"state": {state}}',
+        state_topic="zigbee2mqtt/{room}",
+        parameters=(
+            MqttParameterConfig("state", "STRING", "on or off", enum=("ON", "OFF")),
+            MqttParameterConfig("room", "STRING", "which room", enum=("kitchen", "hall")),
+        ),
+    )
+    assert tool.parameters[0].minimum is None
+
+
+def test_render_round_trips_remote_tools(tmp_path: Path) -> None:
+    text = LIGHTS.replace(
+        "payload = '{\"state\": {state}}'", 'payload = \'{"state": {state}, "level": {level}}\''
+    ) + (
+        '[[tools.mqtt.parameters]]\nname = "level"\ntype = "NUMBER"\n'
+        'description = "how bright"\nminimum = 0.5\n'
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.tools.mqtt[0].parameters[2].minimum == 0.5
+    assert cfg.tools.mqtt[0].parameters[2].maximum is None
+    rendered = render_effective(cfg, None)
+    assert "[[tools.mqtt.parameters]]" in rendered and "maximum" not in rendered
+    again = load_config(write(tmp_path, rendered, "again.toml"), env={})
+    assert dataclasses.replace(again, source="") == dataclasses.replace(cfg, source="")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ('[mqtt]\nhost = "mqtt://broker"\n', "mqtt.host", "no mqtt://"),
+        ('[mqtt]\nhost = "broker:1883"\n', "mqtt.host", "no :port"),
+        ('[mqtt]\nhost = "b"\nport = 0\n', "mqtt.port", "from 1 to 65535"),
+        ('[mqtt]\nnode_id = "the den"\n', "mqtt.node_id", "letters, digits"),
+        ('[mqtt]\nbase_topic = "home/+/x"\n', "mqtt.base_topic", "no +, #"),
+        ('[mqtt]\nbase_topic = "home//x"\n', "mqtt.base_topic", "empty levels"),
+        ('[mqtt]\nbase_topic = "$SYS/x"\n', "mqtt.base_topic", "leading $"),
+        ('[mqtt]\ndiscovery_prefix = ""\n', "mqtt.discovery_prefix", "a topic"),
+        ('[mqtt]\nclient_id = "a b"\n', "mqtt.client_id", "printable ASCII"),
+        ('[mqtt]\nca_file = "/etc/ca.pem"\n', "mqtt.ca_file", "a CA file needs tls"),
+        ('[mqtt]\npassword_file = "p"\n', "mqtt.password_file", "needs a user name"),
+        ("[mqtt]\nkeepalive_s = 1\n", "mqtt.keepalive_s", "from 5 to 3600"),
+        ("[mqtt]\nlisten_s = 0\n", "mqtt.listen_s", "from 0 to 60"),
+        (
+            "[mqtt]\nbackoff_initial_s = 90.0\n",
+            "mqtt.backoff_initial_s",
+            "no greater than mqtt.backoff_max_s",
+        ),
+        ('[mqtt]\npassword = "hunter2hunter2"\n', "mqtt.password", "mqtt.password_file"),
+    ],
+)
+def test_bad_mqtt_settings(tmp_path: Path, text: str, key: str, words: str) -> None:
+    err = load_error(tmp_path, text)
+    assert err.key == key
+    assert words in str(err)
+    assert "hunter2" not in str(err)
+
+
+def _tool(**changes: str) -> str:
+    """LIGHTS with keys of the tool's own table set (a value of "" drops the key)."""
+    head, params = LIGHTS.split("[[tools.mqtt.parameters]]", 1)
+    lines = [line for line in head.splitlines() if line.split(" = ")[0] not in changes]
+    lines += [f"{key} = {value}" for key, value in changes.items() if value]
+    return "\n".join(lines) + "\n[[tools.mqtt.parameters]]" + params
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        (LIGHTS.replace(BROKER, ""), "tools.mqtt", "set mqtt.host"),
+        (_tool(topic='"zigbee2mqtt/{name}/set"'), "tools.mqtt[0].topic", "{name}"),
+        (_tool(topic='"zigbee2mqtt/#"'), "tools.mqtt[0].topic", "wildcard"),
+        (_tool(topic='"homeassistant/switch/x/set"'), "tools.mqtt[0].topic", "own topics"),
+        (_tool(topic='"edge-daemon/den/say"'), "tools.mqtt[0].topic", None),
+        (_tool(state_topic='"z/{room}/+"'), "tools.mqtt[0].state_topic", "wildcard"),
+        (_tool(payload="'{\"state\": {colour}}'"), "tools.mqtt[0].payload", "{colour}"),
+        (_tool(payload="'{\"state\": {state},}'"), "tools.mqtt[0].payload", "not valid JSON"),
+        (
+            _tool(topic='"zigbee2mqtt/lights/set"', state_topic=""),
+            "tools.mqtt[0].parameters",
+            "room fill(s) no placeholder",
+        ),
+        (_tool(description='""'), "tools.mqtt[0].description", "a description"),
+        (_tool(name='"get_device_states"'), "tools.mqtt[0].name", "a function name"),
+        (_tool(qos="3"), "tools.mqtt[0].qos", "from 0 to 2"),
+        (_tool(max_calls_per_minute="0"), "tools.mqtt[0].max_calls_per_minute", "from 1"),
+        (
+            LIGHTS.replace('enum = ["kitchen", "hall"]\n', ""),
+            "tools.mqtt[0].topic",
+            "only a STRING with an enum",
+        ),
+        (
+            LIGHTS.replace('"kitchen", "hall"', '"kitchen", "up/stairs"'),
+            "tools.mqtt[0].topic",
+            "holds /",
+        ),
+        (
+            LIGHTS.replace('name = "room"', 'name = "state"'),
+            "tools.mqtt[0].parameters[1].name",
+            "no other parameter",
+        ),
+        (
+            LIGHTS.replace(
+                'type = "STRING"\nenum = ["ON", "OFF"]', 'type = "BOOLEAN"\nenum = ["x"]'
+            ),
+            "tools.mqtt[0].parameters",
+            "enum only on STRING",
+        ),
+        (
+            LIGHTS.replace('type = "STRING"\nenum = ["ON", "OFF"]', 'type = "string"'),
+            "tools.mqtt[0].parameters[0].type",
+            "'STRING'",
+        ),
+        (
+            LIGHTS + '[[tools.relay]]\nname = "kitchen_lights"\npin = 5\n',
+            "tools.mqtt[0].name",
+            "already the name of tools.relay[0]",
+        ),
+    ],
+)
+def test_bad_remote_tools(tmp_path: Path, text: str, key: str, words: str | None) -> None:
+    if words is None:  # another daemon's topics are fair game: a fleet may talk
+        load_config(write(tmp_path, text), env={})
+        return
+    err = load_error(tmp_path, text)
+    assert err.key == key, str(err)
+    assert words in str(err)
+
+
+# ---------------------------------------------------------------- the password
+
+
+def test_password_from_a_file_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "mqtt.pass").write_text("s3cret-pässword\n")
+    path = write(tmp_path, '[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "mqtt.pass"\n')
+    cfg = load_config(path, env={})
+    secret = resolve_mqtt_password(cfg, env={})
+    assert secret is not None and secret.reveal() == "s3cret-pässword"
+    assert secret.source == f"file {tmp_path / 'mqtt.pass'}"
+    assert "s3cret" not in repr(secret)
+
+
+def test_password_from_the_systemd_credential(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    cfg = Config(mqtt=MqttConfig(host="b", username="u"))
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert resolve_mqtt_password(cfg, env=env) is None  # no file: anonymous or no password
+    (creds / "mqtt-password").write_text("")
+    assert resolve_mqtt_password(cfg, env=env) is None  # empty, as the installer leaves it
+    (creds / "mqtt-password").write_text("from-systemd\n")
+    secret = resolve_mqtt_password(cfg, env=env)
+    assert secret is not None and secret.reveal() == "from-systemd"
+    assert secret.source == "systemd credential mqtt-password"
+
+
+def test_a_password_file_that_cannot_be_used_says_so_without_its_content(tmp_path: Path) -> None:
+    (tmp_path / "two").write_text("first-line-secret\nsecond\n")
+    cfg = load_config(
+        write(tmp_path, '[mqtt]\nhost = "b"\nusername = "u"\npassword_file = "two"\n'), env={}
+    )
+    with pytest.raises(ConfigError) as info:
+        resolve_mqtt_password(cfg, env={})
+    assert info.value.key == "mqtt.password_file"
+    assert "one line" in str(info.value) and "first-line" not in str(info.value)
+    cfg = dataclasses.replace(cfg, mqtt=dataclasses.replace(cfg.mqtt, password_file="missing"))
+    with pytest.raises(ConfigError) as info:
+        resolve_mqtt_password(cfg, env={})
+    assert "cannot read" in str(info.value)
