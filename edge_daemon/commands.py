@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +24,20 @@ if TYPE_CHECKING:
 # An extra section for `ctl status` (devices, pins, LED pattern).
 StatusProvider = Callable[[], Mapping[str, Any]]
 
+# Announcements go through the model (there is no other voice): it is asked to
+# say the text as it is. At most this long, so a runaway payload costs little.
+ANNOUNCE_MAX_CHARS = 1000
+
+
+def announcement(text: str) -> str:
+    """What the model is sent for an announcement. The text is quoted as JSON,
+    so it reads as something to say, not as more instructions."""
+    quoted = json.dumps(text.strip(), ensure_ascii=False)
+    return (
+        "Announce this to the people in the room, word for word, in the language it is "
+        f"written in, and say nothing else: {quoted}"
+    )
+
 
 class VirtualButton(Protocol):
     """A button the control socket can press, e.g. a simulated GPIO pin, so
@@ -33,22 +48,34 @@ class VirtualButton(Protocol):
     def sim_release(self) -> None: ...
 
 
+class Devices(Protocol):
+    """The LEDs and relays, switched from outside (``{"cmd": "device"}``) on the
+    same path as the model's calls: the same checks, bounds, budgets and safe
+    states, with ``cause`` naming who asked in the journal record."""
+
+    def states(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    async def switch(self, name: str, args: Mapping[str, Any], cause: str) -> Mapping[str, Any]: ...
+
+
 class Commands:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
 
-    async def dispatch(self, request: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def dispatch(self, request: Mapping[str, Any], source: str = "ctl") -> Mapping[str, Any]:
+        """``source`` says who asks ("ctl", "mqtt"): it is what the journal
+        records as the cause of a turn or a switched device."""
         d = self.daemon
         cmd = request.get("cmd")
         if cmd == "press":
-            await self._press()
+            await self._press(source)
         elif cmd == "release":
             await self._release()
         elif cmd == "tap":
             seconds = request.get("seconds", 1.0)
             if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
                 return {"ok": False, "error": "seconds must be a number in (0, 60]"}
-            await self._press()
+            await self._press(source)
             spawn(self._release_after(float(seconds)), "tap")
         elif cmd == "say":
             text = request.get("text")
@@ -57,6 +84,19 @@ class Commands:
             refused = await d.say(text)
             if refused:
                 return {"ok": False, "error": refused}
+        # announce {text}: the model says the text (the only voice there is).
+        # device {name, args}: switch an LED or relay as the model would.
+        elif cmd == "announce":
+            text = request.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return {"ok": False, "error": "announce needs a non-empty text"}
+            if len(text) > ANNOUNCE_MAX_CHARS:
+                return {"ok": False, "error": f"announce takes at most {ANNOUNCE_MAX_CHARS} chars"}
+            refused = await d.say(announcement(text))
+            if refused:
+                return {"ok": False, "error": refused}
+        elif cmd == "device":
+            return await self._device(request, source)
         elif cmd == "status":
             return {"ok": True, **self.status()}
         elif cmd == "wait":
@@ -128,13 +168,13 @@ class Commands:
 
     # `ctl press` under --simulate drives the mock button pin, so it takes the
     # same path as a finger on the button.
-    async def _press(self) -> None:
+    async def _press(self, source: str = "ctl") -> None:
         """Press, and reply once the turn is open: a simulated pin counts as
         a press only after the button's debounce and minimum press, and a
         script's next command (`ctl wait idle`, `ctl say`) must see the turn."""
         d = self.daemon
         if d.virtual_button is None:
-            d.press("ctl")
+            d.press(source)
             return
         d.virtual_button.sim_press()
         await self._until(lambda: d.talking)
@@ -154,6 +194,22 @@ class Commands:
             async with asyncio.timeout(timeout_s):
                 while not condition():
                     await self.daemon.wait_changed()
+
+    async def _device(self, request: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+        devices = self.daemon.devices
+        name, args = request.get("name"), request.get("args", {})
+        if devices is None:
+            return {"ok": False, "error": "this daemon has no LEDs or relays (GPIO unavailable?)"}
+        if not isinstance(name, str) or name not in devices.states():
+            known = ", ".join(sorted(devices.states())) or "none"
+            return {"ok": False, "error": f"device needs the name of one of: {known}"}
+        if not isinstance(args, Mapping):
+            return {"ok": False, "error": "device args must be an object"}
+        try:
+            state = await devices.switch(name, args, source)
+        except ValueError as exc:  # refused: the reason is the device's own words
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "state": self.daemon.state.value, "device": dict(state)}
 
     async def _release_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

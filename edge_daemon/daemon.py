@@ -29,7 +29,7 @@ from typing import Any
 from . import trace
 from .audio.base import Microphone, Speaker
 from .camera import Camera, FrameTicker
-from .commands import Commands, StatusProvider, VirtualButton
+from .commands import Commands, Devices, StatusProvider, VirtualButton
 from .config import Config
 from .counters import Counters
 from .device_health import DeviceBoard
@@ -112,6 +112,11 @@ class Daemon(StateMachine):
         self.status_providers: dict[str, StatusProvider] = {}
         # Set under --simulate: `ctl press` then drives the mock button pin.
         self.virtual_button: VirtualButton | None = None
+        # The LEDs and relays, for the dispatch's "device" command.
+        self.devices: Devices | None = None
+        # When a finger was last on the physical button (time.monotonic()),
+        # for a tool's require_recent_press_s; set where the button is made.
+        self.button_touched: Callable[[], float | None] = lambda: None
         self._stop = asyncio.Event()
         self._model_turn_open = False  # model output started, no turnComplete yet
         self._turn_limit: asyncio.TimerHandle | None = None  # audio.max_turn_s

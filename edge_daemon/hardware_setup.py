@@ -104,6 +104,7 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
     daemon.add_shutdown_hook(tools.close)
     daemon.subscribe_link(lambda up: tools.link_up() if up else tools.link_down())
     daemon.status_providers["devices"] = tools.states
+    daemon.devices = tools
 
     if cfg.status_led.kind != "none":
         led = StatusLed(cfg.status_led, pins)
@@ -134,6 +135,7 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         )
     else:
         daemon.add_shutdown_hook(button.close)
+        daemon.button_touched = button.last_touch
         if simulate:
             daemon.virtual_button = button
     if simulate:
