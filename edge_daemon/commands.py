@@ -57,6 +57,8 @@ class Devices(Protocol):
 
     async def switch(self, name: str, args: Mapping[str, Any], cause: str) -> Mapping[str, Any]: ...
 
+    def subscribe(self, listener: Callable[[str], None]) -> None: ...
+
 
 class Commands:
     def __init__(self, daemon: Daemon) -> None:
@@ -70,13 +72,13 @@ class Commands:
         if cmd == "press":
             await self._press(source)
         elif cmd == "release":
-            await self._release()
+            await self._release(source)
         elif cmd == "tap":
             seconds = request.get("seconds", 1.0)
             if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
                 return {"ok": False, "error": "seconds must be a number in (0, 60]"}
             await self._press(source)
-            spawn(self._release_after(float(seconds)), "tap")
+            spawn(self._release_after(float(seconds), source), "tap")
         elif cmd == "say":
             text = request.get("text")
             if not isinstance(text, str) or not text.strip():
@@ -179,10 +181,10 @@ class Commands:
         d.virtual_button.sim_press()
         await self._until(lambda: d.talking)
 
-    async def _release(self) -> None:
+    async def _release(self, source: str = "ctl") -> None:
         d = self.daemon
         if d.virtual_button is None:
-            d.release("ctl")
+            d.release(source)
             return
         d.virtual_button.sim_release()
         await self._until(lambda: not d.talking)
@@ -211,9 +213,9 @@ class Commands:
             return {"ok": False, "error": str(exc)}
         return {"ok": True, "state": self.daemon.state.value, "device": dict(state)}
 
-    async def _release_after(self, seconds: float) -> None:
+    async def _release_after(self, seconds: float, source: str = "ctl") -> None:
         await asyncio.sleep(seconds)
-        await self._release()
+        await self._release(source)
 
 
 def _round(value: float | None) -> float | None:

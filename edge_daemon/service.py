@@ -22,6 +22,7 @@ from .config import (
     Secret,
     cleartext_to_remote,
     default_endpoint,
+    resolve_mqtt_password,
     resolve_secret,
     with_overrides,
 )
@@ -35,6 +36,7 @@ from .live.handle_store import HandleStore
 from .live.reconnect import LinkSettings
 from .live.session import Credentials
 from .live.tokens import TokenLimits, TokenSource
+from .mqtt_setup import attach_mqtt, log_if_dead, stop_mqtt
 from .state import state_dir, user_state_dir
 from .tools.photo import take_photo_tool
 
@@ -109,9 +111,12 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     fake = None
     try:
         secret = resolve_secret(cfg)
+        mqtt_password = resolve_mqtt_password(cfg) if cfg.mqtt.host else None
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    if mqtt_password is not None:
+        systemd.redact(mqtt_password.reveal())
     url = cfg.gemini.endpoint
     if simulate and not url:
         from .fake_gemini import FakeGemini
@@ -235,11 +240,16 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
             await fake.stop()
         return EXIT_CONFIG
     attach_hardware(daemon, cfg, simulate=simulate)
+    bridge = attach_mqtt(daemon, cfg, mqtt_password)
     watchdog: asyncio.Task[None] | None = None
+    mqtt_task: asyncio.Task[None] | None = None
     try:
         interval = systemd.watchdog_interval_s()
         if interval:
             watchdog = loop.create_task(systemd.watchdog_loop(interval), name="watchdog")
+        if bridge is not None:
+            mqtt_task = loop.create_task(bridge.run(), name="mqtt")
+            mqtt_task.add_done_callback(log_if_dead)
         use_keys = cfg.control.keyboard
         with keyboard_toggle(loop, toggle) if use_keys else contextlib.nullcontext(False) as keys:
             if keys:
@@ -248,6 +258,8 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if bridge is not None and mqtt_task is not None:
+            await stop_mqtt(bridge, mqtt_task)
         await control.close()
         if fake is not None:
             await fake.stop()

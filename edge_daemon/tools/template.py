@@ -3,9 +3,10 @@ a parameter's checked value, and nothing else is ever evaluated.
 
 - A placeholder is ``{`` a parameter name ``}``; any other brace is text, so a
   JSON payload needs no escaping: ``{"state": {state}}``.
-- A payload that starts with ``{`` or ``[`` is JSON: each value goes in
-  JSON-encoded (a string quoted and escaped), and the result must parse.
-  Any other payload is text: strings go in as they are.
+- A payload that starts with ``{`` or ``[`` (a placeholder aside) is JSON:
+  each value goes in JSON-encoded (a string quoted and escaped), and the
+  result must parse. Any other payload (``{state}`` alone too) is text:
+  strings go in as they are.
 - In a topic only values from a closed set may go (a STRING with an enum, an
   INTEGER, a BOOLEAN), never free text: the model can then reach only the
   topics the config spells out, and never a ``/``, ``+`` or ``#`` it made up.
@@ -36,7 +37,9 @@ def placeholders(template: str) -> list[str]:
 
 
 def is_json_template(payload: str) -> bool:
-    return payload.lstrip().startswith(("{", "["))
+    """JSON when, placeholders aside, it starts with { or [: ``{"state": {s}}``
+    is JSON, ``{s}`` alone is text."""
+    return PLACEHOLDER.sub("0", payload).lstrip().startswith(("{", "["))
 
 
 def text_of(value: Any) -> str:
