@@ -86,6 +86,9 @@ class MqttBridge:
         self._caps = discovery.Capabilities()
         self._wake = asyncio.Event()
         self._announce_lock = asyncio.Lock()
+        # The publisher, a new connection and close() all publish state: one at
+        # a time, or two could both find a value unpublished and send it twice.
+        self._state_lock = asyncio.Lock()
         self._announce_wanted = False
         self._commands: deque[tuple[str, dict[str, Any]]] = deque()
         self._command_ready = asyncio.Event()
@@ -177,7 +180,7 @@ class MqttBridge:
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     # The safe states the shutdown left (relays off), then "offline".
-                    await self._publish_states(await self._status())
+                    await self._publish_states()
                     await self.link.publish(self.topics.availability, b"offline", retain=True)
         self.link.stop()
 
@@ -205,7 +208,7 @@ class MqttBridge:
         self._caps = discovery.Capabilities.of(status)
         if self.cfg.discovery:
             await self._announce()
-        await self._publish_states(status, force=True)
+        await self._publish_states(force=True)
         await self.link.publish(self.topics.availability, ONLINE.encode(), retain=True)
         self._wake.set()
 
@@ -275,7 +278,7 @@ class MqttBridge:
                     self._caps, self._announce_wanted = caps, False
                     if self.cfg.discovery:
                         await self._announce()
-                await self._publish_states(status)
+                await self._publish_states()
                 while self._events:
                     event = self._events.popleft()
                     await self.link.publish(self.topics.event, _json(event), qos=0)
@@ -285,11 +288,15 @@ class MqttBridge:
             except Exception:
                 log.exception("mqtt: publishing the daemon's state failed")
 
-    async def _publish_states(self, status: Mapping[str, Any], *, force: bool = False) -> None:
-        while self._states:
-            await self._publish(self.topics.state, self._states.popleft().encode())
-        for topic, payload in self._state_payloads(status, force).items():
-            await self._publish(topic, payload, force=force)
+    async def _publish_states(self, *, force: bool = False) -> None:
+        async with self._state_lock:
+            # Read under the lock: a status read before it could be older than
+            # what the last holder published.
+            status = await self._status()
+            while self._states:
+                await self._publish(self.topics.state, self._states.popleft().encode())
+            for topic, payload in self._state_payloads(status, force).items():
+                await self._publish(topic, payload, force=force)
 
     def _state_payloads(self, status: Mapping[str, Any], force: bool) -> dict[str, bytes]:
         t, caps = self.topics, self._caps
