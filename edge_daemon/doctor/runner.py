@@ -18,6 +18,7 @@ from .gpio import check_gpio, gpio_gid, probe_pins
 from .link import Ask, check_link
 from .machine import KEY_FILE, Runner, run_command, under, unit_installed
 from .microphone import check_microphone
+from .mqtt import MQTT_PASSWORD_FILE, check_mqtt
 from .network import check_endpoint, check_live
 from .portaudio import load_pyaudio
 from .report import Check, skip
@@ -92,7 +93,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
     if cfg is None:
         unchecked = ("api_key", "token", "endpoint", "live", "clock", "microphone", "speaker")
         checks += [skip(n, "needs a config that parses") for n in unchecked]
-        checks += [skip(n, "needs a config that parses") for n in ("gpio", "camera")]
+        checks += [skip(n, "needs a config that parses") for n in ("gpio", "camera", "mqtt")]
     else:
         # The built-in fake under --simulate needs no key, no TLS and so no clock.
         fake_endpoint = opts.simulate and not cfg.gemini.endpoint
@@ -136,6 +137,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
             )
         )
         checks.append(check_camera(cfg, root=m.root))
+        checks.append(check_mqtt(cfg, m.env, password_file=under(m.root, MQTT_PASSWORD_FILE)))
     # Not installed is a failure on a device, and expected on a desktop under --simulate.
     expected = installed or not opts.simulate
     checks.append(check_service_user(installed=expected))
