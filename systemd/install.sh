@@ -13,6 +13,7 @@ readonly VENV=$PREFIX/venv
 readonly CONF_DIR=/etc/edge-daemon
 readonly CONFIG=$CONF_DIR/config.toml
 readonly KEY_FILE=$CONF_DIR/gemini-api-key
+readonly MQTT_PASSWORD_FILE=$CONF_DIR/mqtt-password
 readonly STATE_DIR=/var/lib/edge-daemon
 readonly UNIT=/etc/systemd/system/$SERVICE.service
 readonly DROPIN_DIR=/etc/systemd/system/$SERVICE.service.d
@@ -42,6 +43,10 @@ Options:
   --api-key-file PATH  read the Gemini API key from PATH ("-" reads standard input).
                        Without it the key comes from \$GEMINI_API_KEY; with neither,
                        an existing key is kept.
+  --mqtt-password-file PATH
+                       read the MQTT broker's password from PATH ("-" reads standard
+                       input); stored root-only in $MQTT_PASSWORD_FILE, for [mqtt] username.
+                       Without it an existing password is kept.
   --no-apt             do not install system packages
   --no-start           install and enable nothing at boot; do not start the service
                        (a running service is still restarted onto the new code)
@@ -68,6 +73,7 @@ systemd_running() { [[ -d /run/systemd/system ]]; }
 # ---------------------------------------------------------------- arguments
 
 KEY_SOURCE=""
+MQTT_SOURCE=""
 DO_APT=1
 DO_START=1
 ACTION=install
@@ -80,6 +86,12 @@ while (($#)); do
             shift
             ;;
         --api-key-file=*) KEY_SOURCE=${1#*=} ;;
+        --mqtt-password-file)
+            (($# >= 2)) || die "--mqtt-password-file needs a path (or - for standard input)"
+            MQTT_SOURCE=$2
+            shift
+            ;;
+        --mqtt-password-file=*) MQTT_SOURCE=${1#*=} ;;
         --no-apt) DO_APT=0 ;;
         --no-start) DO_START=0 ;;
         --uninstall) ACTION=uninstall ;;
@@ -92,6 +104,8 @@ while (($#)); do
     esac
     shift
 done
+[[ $KEY_SOURCE != - || $MQTT_SOURCE != - || -t 0 ]] ||
+    die "--api-key-file - and --mqtt-password-file - cannot both read a pipe: give one a file"
 
 ((EUID == 0)) || die "run as root (sudo $0)"
 
@@ -299,6 +313,55 @@ install_key() {
 
 key_present() { grep -q '[^[:space:]]' "$KEY_FILE" 2>/dev/null; }
 
+# The MQTT password, handled like the key: never on a command line, never
+# printed, root only (0600); the unit hands it over as the credential
+# mqtt-password. The file always exists (LoadCredential= fails a start on a
+# missing one); empty means no password.
+install_mqtt_password() {
+    step "MQTT password in $MQTT_PASSWORD_FILE"
+    local traced=0 tmp
+    if [[ $- == *x* ]]; then
+        traced=1
+        set +x
+    fi
+    tmp=$(umask 077 && mktemp "$CONF_DIR/.mqtt-password.XXXXXX")
+    KEY_TMP=$tmp # removed by cleanup if anything below dies
+    if [[ $MQTT_SOURCE == - ]]; then
+        if [[ -t 0 ]]; then
+            local password
+            IFS= read -r -s -p "MQTT password (not shown): " password
+            printf '\n' >&2
+            printf '%s\n' "$password" >"$tmp"
+        else
+            cat >"$tmp"
+        fi
+    elif [[ -n $MQTT_SOURCE ]]; then
+        [[ -r $MQTT_SOURCE && ! -d $MQTT_SOURCE ]] || die "cannot read the MQTT password file $MQTT_SOURCE"
+        cat -- "$MQTT_SOURCE" >"$tmp"
+    fi
+    if [[ -n $MQTT_SOURCE ]]; then
+        grep -q '[^[:space:]]' "$tmp" || die "the MQTT password given is empty"
+        (($(grep -c '' "$tmp") == 1)) ||
+            die "the MQTT password file must hold only the password, on one line"
+        mv -f -- "$tmp" "$MQTT_PASSWORD_FILE"
+        say "stored (root only, mode 0600); the service reads it as the systemd credential mqtt-password"
+    elif [[ -e $MQTT_PASSWORD_FILE ]]; then
+        rm -f -- "$tmp"
+        if grep -q '[^[:space:]]' "$MQTT_PASSWORD_FILE"; then
+            say "kept the existing password"
+        else
+            say "none: the file is empty (set one with --mqtt-password-file if the broker needs it)"
+        fi
+    else
+        mv -f -- "$tmp" "$MQTT_PASSWORD_FILE"
+        say "none given: created an empty one (set it with --mqtt-password-file if the broker needs it)"
+    fi
+    KEY_TMP=""
+    chown root:root "$MQTT_PASSWORD_FILE"
+    chmod 0600 "$MQTT_PASSWORD_FILE"
+    if ((traced)); then set -x; fi
+}
+
 install_unit() {
     step "systemd unit $UNIT"
     sed -e "s|^ExecStart=.*|ExecStart=$VENV/bin/edge-daemon run --config $CONFIG|" \
@@ -388,6 +451,7 @@ do_install() {
     install_code
     install_config
     install_key
+    install_mqtt_password
     install_unit
     local config_ok=1
     check_config || config_ok=0
