@@ -169,13 +169,14 @@ class Commands:
         }
 
     # `ctl press` under --simulate drives the mock button pin, so it takes the
-    # same path as a finger on the button.
+    # same path as a finger on the button. Other sources (MQTT) are no finger:
+    # they open the turn directly, as on a device.
     async def _press(self, source: str = "ctl") -> None:
         """Press, and reply once the turn is open: a simulated pin counts as
         a press only after the button's debounce and minimum press, and a
         script's next command (`ctl wait idle`, `ctl say`) must see the turn."""
         d = self.daemon
-        if d.virtual_button is None:
+        if d.virtual_button is None or source != "ctl":
             d.press(source)
             return
         d.virtual_button.sim_press()
@@ -183,7 +184,7 @@ class Commands:
 
     async def _release(self, source: str = "ctl") -> None:
         d = self.daemon
-        if d.virtual_button is None:
+        if d.virtual_button is None or source != "ctl":
             d.release(source)
             return
         d.virtual_button.sim_release()

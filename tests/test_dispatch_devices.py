@@ -161,8 +161,13 @@ async def test_the_button_clock_counts_only_the_button(
         monkeypatch.setattr(hardware_setup, "make_pin_factory", lambda _simulate: pins)
         attach_hardware(r.daemon, Config(), simulate=True)
         assert r.daemon.button_touched() is None
-        # Under --simulate, ctl (and so MQTT) drives the mock pin: a touch.
+        # A turn from MQTT is no finger, not even under --simulate.
         await r.daemon.commands.dispatch({"cmd": "tap", "seconds": 0.2}, "mqtt")
+        await r.state(State.THINKING)
+        await r.state(State.IDLE)
+        assert r.daemon.button_touched() is None
+        # Under --simulate, ctl drives the mock pin: that is a touch.
+        await r.daemon.commands.dispatch({"cmd": "tap", "seconds": 0.2}, "ctl")
         await r.state(State.THINKING)
         await r.state(State.IDLE)
         touched = r.daemon.button_touched()
@@ -172,4 +177,4 @@ async def test_the_button_clock_counts_only_the_button(
         r.daemon.release("mqtt")
         await r.state(State.IDLE)
         assert r.daemon.button_touched() == touched
-        assert [s for _, s in r.daemon.history].count("listening") == 2
+        assert [s for _, s in r.daemon.history].count("listening") == 3

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ class BrokerLink:
                 tls_context=tls,
                 max_queued_incoming_messages=INCOMING_QUEUE,
                 logger=logging.getLogger("edge_daemon.mqtt.paho"),
+                # paho leaves Nagle on: a state published right after another
+                # would wait for the broker's delayed ACK (40 ms on Linux).
+                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             )
             try:
                 async with client:
