@@ -4,6 +4,7 @@ refused with the key to fix, and where the password comes from."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,32 @@ def test_a_password_file_that_cannot_be_used_says_so_without_its_content(tmp_pat
     with pytest.raises(ConfigError) as info:
         resolve_mqtt_password(cfg, env={})
     assert "cannot read" in str(info.value)
+
+
+# ---------------------------------------------------------------- the README
+
+
+def _readme_section() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return readme[readme.index("## Home Assistant and MQTT") : readme.index("## Exit statuses")]
+
+
+def test_the_readme_examples_load(tmp_path: Path) -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", _readme_section(), re.S)
+    assert len(blocks) == 2, "a [mqtt] example and a remote tool"
+    cfg = load_config(write(tmp_path, "\n".join(blocks)), env={})
+    assert cfg.mqtt.host == "192.168.1.10" and cfg.mqtt.username == "edge-daemon"
+    assert [t.name for t in cfg.tools.mqtt] == ["kitchen_lights"]
+
+
+def test_the_readme_names_every_entity() -> None:
+    from edge_daemon.mqtt import discovery
+    from edge_daemon.mqtt.topics import Topics
+
+    caps = discovery.Capabilities(mute=True, volume=True)
+    names = {e.config["name"] for e in discovery.entities(Topics("b", "p", "n"), caps, "0")}
+    section = _readme_section()
+    start = section.index("**The entities**") + len("**The entities**")
+    listed = section[start : section.index("Every entity is")]
+    said = set(re.findall(r"\*([A-Z][a-z ]+)\*", listed))
+    assert said == names, (names - said, said - names)
