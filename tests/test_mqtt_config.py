@@ -4,10 +4,14 @@ refused with the key to fix, and where the password comes from."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_daemon.config import (
     Config,
@@ -283,3 +287,60 @@ def test_the_readme_names_every_entity() -> None:
     listed = section[start : section.index("Every entity is")]
     said = set(re.findall(r"\*([A-Z][a-z ]+)\*", listed))
     assert said == names, (names - said, said - names)
+
+
+_words = st.sampled_from(["ON", "x", "", "a/b", "#", "{s}", "{n}", '{"k": {s}}', "$x", "kitchen"])
+_param = st.fixed_dictionaries(
+    {"name": st.sampled_from(["s", "n", "1x", ""])},
+    optional={
+        "type": st.sampled_from(["STRING", "INTEGER", "NUMBER", "BOOLEAN", "string"]),
+        "description": st.sampled_from(["", "d"]),
+        "enum": st.lists(_words, max_size=3),
+        "minimum": st.one_of(st.integers(-5, 5), st.floats(-1e300, 1e300)),
+        "maximum": st.integers(-5, 5),
+    },
+)
+_tool = st.fixed_dictionaries(
+    {"name": st.sampled_from(["t", "u", "take_photo"])},
+    optional={
+        "description": st.sampled_from(["", "does"]),
+        "topic": _words,
+        "payload": _words,
+        "state_topic": _words,
+        "qos": st.integers(-1, 3),
+        "parameters": st.lists(_param, max_size=3),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tools=st.lists(_tool, max_size=3), host=st.sampled_from(["", "b"]))
+def test_any_remote_tools_load_or_name_the_key(
+    tmp_path_factory: pytest.TempPathFactory, tools: list[dict[str, Any]], host: str
+) -> None:
+    path = tmp_path_factory.mktemp("remote") / "c.toml"
+    path.write_text(tomli_w({"mqtt": {"host": host}, "tools": {"mqtt": tools}}), encoding="utf-8")
+    try:
+        cfg = load_config(path, env={})
+    except ConfigError as e:
+        assert e.key and e.key.startswith("tools.mqtt"), str(e)
+        return
+    again = path.with_name("again.toml")
+    again.write_text(render_effective(cfg, None), encoding="utf-8")
+    assert load_config(again, env={}) == dataclasses.replace(cfg, source=str(again))
+    for tool in cfg.tools.mqtt:
+        from edge_daemon.tools.remote import RemoteTool
+
+        RemoteTool(tool, broker=None, last_press=lambda: None).declaration()  # type: ignore[arg-type]
+
+
+def tomli_w(data: dict[str, Any]) -> str:
+    """Just enough TOML writing for the generated documents above."""
+    out = [f"[mqtt]\nhost = {json.dumps(data['mqtt']['host'])}"]
+    for tool in data["tools"]["mqtt"]:
+        out.append("[[tools.mqtt]]")
+        out += [f"{k} = {json.dumps(v)}" for k, v in tool.items() if k != "parameters"]
+        for param in tool.get("parameters", []):
+            out.append("[[tools.mqtt.parameters]]")
+            out += [f"{k} = {json.dumps(v)}" for k, v in param.items()]
+    return "\n".join(out) + "\n"
