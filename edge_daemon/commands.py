@@ -77,8 +77,11 @@ class Commands:
             seconds = request.get("seconds", 1.0)
             if not isinstance(seconds, int | float) or not 0 < seconds <= 60:
                 return {"ok": False, "error": "seconds must be a number in (0, 60]"}
+            if d.talking:
+                # Someone holds the button: this tap must not end their turn.
+                return {"ok": False, "error": "a turn is already open"}
             await self._press(source)
-            spawn(self._release_after(float(seconds), source), "tap")
+            spawn(self._release_after(float(seconds), source, d.turn), "tap")
         elif cmd == "say":
             text = request.get("text")
             if not isinstance(text, str) or not text.strip():
@@ -214,9 +217,10 @@ class Commands:
             return {"ok": False, "error": str(exc)}
         return {"ok": True, "state": self.daemon.state.value, "device": dict(state)}
 
-    async def _release_after(self, seconds: float, source: str = "ctl") -> None:
+    async def _release_after(self, seconds: float, source: str, turn: object) -> None:
         await asyncio.sleep(seconds)
-        await self._release(source)
+        if self.daemon.turn is turn:  # not a turn someone else opened since
+            await self._release(source)
 
 
 def _round(value: float | None) -> float | None:

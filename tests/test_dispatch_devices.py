@@ -178,3 +178,29 @@ async def test_the_button_clock_counts_only_the_button(
         await r.state(State.IDLE)
         assert r.daemon.button_touched() == touched
         assert [s for _, s in r.daemon.history].count("listening") == 3
+
+
+async def test_a_tap_never_ends_someone_elses_turn() -> None:
+    def taps() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "tap" and not t.done()]
+
+    async with rig() as r:
+        dispatch = r.daemon.commands.dispatch
+        # The button is held: a tap from outside is refused, and nothing is
+        # left to release the button's turn later.
+        r.daemon.press("button")
+        refused = await dispatch({"cmd": "tap", "seconds": 0.2}, "mqtt")
+        assert refused == {"ok": False, "error": "a turn is already open"}
+        assert taps() == []
+        r.daemon.release("button")
+        await r.state(State.IDLE)
+        # A tap's turn ended early and a finger opened another: the tap's
+        # release, when it comes, leaves that one alone.
+        assert (await dispatch({"cmd": "tap", "seconds": 0.3}, "mqtt"))["ok"]
+        (pending,) = taps()
+        r.daemon.release("button")
+        r.daemon.press("button")
+        await pending
+        assert r.daemon.talking
+        r.daemon.release("button")
+        await r.state(State.IDLE)
