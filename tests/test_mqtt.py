@@ -491,7 +491,9 @@ async def test_a_broker_that_is_down_costs_only_log_lines(
 ) -> None:
     caplog.set_level(logging.INFO)
     nobody = free_port()
-    async with mqtt_rig(nobody, overrides=DEVICES, wait_connected=False) as r:
+    tool = {"name": "doorbell", "description": "Rings it.", "topic": "door/bell", "payload": "1"}
+    overrides = {**DEVICES, "tools.mqtt": [tool]}
+    async with mqtt_rig(nobody, overrides=overrides, wait_connected=False) as r:
         await r.until(lambda: r.bridge.link.failures >= 3, what="three failed dials")
         r.daemon.press("test")
         r.daemon.release("test")
@@ -499,7 +501,35 @@ async def test_a_broker_that_is_down_costs_only_log_lines(
         await r.state(State.IDLE, timeout_s=30)
         status = r.daemon.status()["mqtt"]
         assert status["connected"] is False and "refused" in status["last_error"].lower()
+        # A remote tool says so to the model, at once.
+        (call_id,) = await r.fake.tool_call([("doorbell", {})])
+        await r.fake.wait_for(lambda f: any(t["id"] == call_id for t in f.tool_responses))
+        (answer,) = r.fake.tool_responses
+        assert "is not connected; nothing was sent" in answer["response"]["error"]
     assert len(events(caplog, "mqtt_retry")) == r.bridge.link.failures
+
+
+async def test_without_discovery_the_topics_still_work(broker: Broker) -> None:
+    overrides = {**DEVICES, "mqtt.discovery": False}
+    async with home_assistant(broker.port) as ha, mqtt_rig(broker.port, overrides=overrides) as r:
+        # No entities announced: the README's topic layout is all there is.
+        await ha.value(f"edge-daemon/{NODE}/availability", "online")
+        await ha.value(f"edge-daemon/{NODE}/relay/pump", "OFF")
+        await ha.send(f"edge-daemon/{NODE}/relay/pump/set", "ON")
+        await ha.value(f"edge-daemon/{NODE}/relay/pump", "ON")
+        assert r.pins.pin(27).state == 1
+        assert not [t for t in ha.history if t.startswith("homeassistant/")]
+
+
+async def test_home_assistant_coming_back_gets_the_entities_again(broker: Broker) -> None:
+    async with home_assistant(broker.port) as ha, mqtt_rig(broker.port, overrides=DEVICES) as r:
+        await ha.found(NODE, len(ENTITIES))
+        topic = "homeassistant/switch/den/relay_pump/config"
+        assert len(ha.history[topic]) == 1
+        await ha.send("homeassistant/status", "online")  # Home Assistant's birth message
+        await ha.until(lambda: len(ha.history[topic]) == 2, what="the config announced again")
+        assert ha.history[topic][0] == ha.history[topic][1]
+        assert r.bridge.counters["stale_entities_removed"] == 0
 
 
 async def test_stale_entities_of_this_node_are_removed_and_others_kept(broker: Broker) -> None:
