@@ -21,7 +21,7 @@ from edge_daemon.hardware_setup import attach_hardware
 from edge_daemon.tools.hardware import HardwareTools
 from edge_daemon.tools.registry import Tool, ToolOutcome, ToolRegistry, function_declaration
 
-PUMP = RelayToolConfig(name="pump", pin=27, min_switch_interval_s=3600.0)
+PUMP = RelayToolConfig(name="pump", pin=27, active_high=True, min_switch_interval_s=3600.0)
 LAMP = LedToolConfig(name="lamp", pin=17, pwm=True)
 
 
@@ -101,14 +101,14 @@ async def test_announce_goes_through_the_model_quoted() -> None:
         dispatch = r.daemon.commands.dispatch
         reply = await dispatch({"cmd": "announce", "text": ' Dinner is "ready" '}, "mqtt")
         assert reply["ok"]
-        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].source == "text")
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].typed)
         assert r.fake.turns[-1].input_text == announcement('Dinner is "ready"')
         assert r.fake.turns[-1].input_text.endswith(': "Dinner is \\"ready\\""')
         await r.state(State.IDLE)
         for bad in ("", "   ", 5, None, "x" * (ANNOUNCE_MAX_CHARS + 1)):
             reply = await dispatch({"cmd": "announce", "text": bad}, "mqtt")
             assert not reply["ok"], bad
-        assert sum(t.source == "text" for t in r.fake.turns) == 1
+        assert sum(t.typed for t in r.fake.turns) == 1
 
 
 async def test_a_turn_names_its_source(caplog: pytest.LogCaptureFixture) -> None:

@@ -21,7 +21,9 @@ from edge_daemon.daemon import Daemon, State
 
 NODE = "den"
 DEVICES: dict[str, Any] = {
-    "tools.relay": [{"name": "pump", "pin": 27, "min_switch_interval_s": 0.0}],
+    "tools.relay": [
+        {"name": "pump", "pin": 27, "active_high": True, "min_switch_interval_s": 0.0}
+    ],
     "tools.led": [{"name": "lamp", "pin": 17, "pwm": True}, {"name": "porch", "pin": 22}],
 }
 ENTITIES = {
@@ -133,8 +135,8 @@ async def test_commands_as_home_assistant_sends_them(
 
         # An announcement: said through the model, word for word.
         await ha.send(found[("notify", "announce")]["command_topic"], "Dinner is ready")
-        await r.fake.wait_for(lambda f: any(t.source == "text" for t in f.turns))
-        assert [t.input_text for t in r.fake.turns if t.source == "text"] == [
+        await r.fake.wait_for(lambda f: any(t.typed for t in f.turns))
+        assert [t.input_text for t in r.fake.turns if t.typed] == [
             announcement("Dinner is ready")
         ]
     switched = [
@@ -156,7 +158,13 @@ async def test_commands_as_home_assistant_sends_them(
 async def test_a_relay_from_home_assistant_keeps_the_relays_rules(broker: Broker) -> None:
     rules = {
         "tools.relay": [
-            {"name": "pump", "pin": 27, "min_switch_interval_s": 3600.0, "max_on_seconds": 2.0}
+            {
+                "name": "pump",
+                "pin": 27,
+                "active_high": True,
+                "min_switch_interval_s": 3600.0,
+                "max_on_seconds": 2.0,
+            }
         ]
     }
     async with home_assistant(broker.port) as ha, mqtt_rig(broker.port, overrides=rules) as r:

@@ -203,7 +203,7 @@ def _tool(**changes: str) -> str:
             "'STRING'",
         ),
         (
-            LIGHTS + '[[tools.relay]]\nname = "kitchen_lights"\npin = 5\n',
+            LIGHTS + '[[tools.relay]]\nname = "kitchen_lights"\npin = 5\nactive_high = true\n',
             "tools.mqtt[0].name",
             "already the name of tools.relay[0]",
         ),

@@ -45,6 +45,7 @@ backoff_max_s = 0.5
 [[tools.relay]]
 name = "pump"
 pin = 27
+active_high = true
 min_switch_interval_s = 0.0
 """
     )
