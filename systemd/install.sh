@@ -19,10 +19,13 @@ readonly UNIT=/etc/systemd/system/$SERVICE.service
 readonly DROPIN_DIR=/etc/systemd/system/$SERVICE.service.d
 readonly COMMAND_LINK=/usr/local/bin/edge-daemon
 # The system's Python, not whatever `python3` a login shell finds first: the venv
-# must see apt's python3-systemd, python3-pyaudio, python3-lgpio and picamera2.
+# must see apt's python3-systemd, python3-pyaudio, numpy, Pillow, lgpio and picamera2.
 readonly PYTHON=${EDGE_DAEMON_PYTHON:-/usr/bin/python3}
 
-readonly APT_REQUIRED=(python3 python3-venv python3-systemd python3-pyaudio alsa-utils ca-certificates)
+# numpy and Pillow from apt too: built for this machine, where pip would need a
+# compiler (PyPI has no armv7 wheels) or piwheels' wheels and their libraries.
+readonly APT_REQUIRED=(python3 python3-venv python3-systemd python3-pyaudio python3-numpy python3-pil
+    alsa-utils ca-certificates)
 # Only in the Raspberry Pi OS archive: installed when apt knows them, else skipped.
 readonly APT_OPTIONAL=(python3-lgpio python3-picamera2)
 
@@ -220,8 +223,15 @@ install_code() {
     tar -C "$SRC" --exclude=__pycache__ -cf - pyproject.toml README.md edge_daemon |
         tar -C "$STAGE" -xf -
     say "installing the package and its Python dependencies (pip)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade "$STAGE" ||
-        die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+    local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade)
+    # soxr (resampling for a sound card that cannot do 16/24 kHz) only as a
+    # ready-made wheel: PyPI has none for 32-bit ARM (piwheels does). Without it
+    # the daemon runs, and says so if a sound card needs resampling.
+    if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample]" 2>/dev/null; then
+        say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
+        "${pip[@]}" "$STAGE" ||
+            die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+    fi
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
     install -m 0644 "$SRC/config/edge-daemon.toml" "$PREFIX/config.example.toml"
     local version
