@@ -105,8 +105,20 @@ def test_installer_sets_up_user_files_and_unit(installed: Installed) -> None:
     assert c.run(["readlink", "/usr/local/bin/edge-daemon"]).stdout.strip() == (
         f"{VENV_BIN}/edge-daemon"
     )
-    # The venv sees apt's python3-systemd: logging goes to journald with fields.
-    c.run([f"{VENV_BIN}/python", "-c", "import systemd.journal"])
+    # The venv sees apt's python3-systemd (logging goes to journald with
+    # fields), numpy and Pillow; soxr came from a wheel.
+    where = c.run(
+        [
+            f"{VENV_BIN}/python",
+            "-c",
+            "import systemd.journal, numpy, PIL, soxr\n"
+            "for m in (systemd.journal, numpy, PIL, soxr): print(m.__name__, m.__file__)",
+        ]
+    ).stdout
+    files = dict(line.split(" ", 1) for line in where.splitlines())
+    for apt_module in ("systemd.journal", "numpy", "PIL"):
+        assert files[apt_module].startswith("/usr/lib/python3/dist-packages/"), files
+    assert files["soxr"].startswith("/opt/edge-daemon/venv/"), files
 
 
 # ---------------------------------------------------------------- running
