@@ -31,7 +31,9 @@ from typing import TypeVar
 
 CACHE = Path(os.environ.get("EDGE_BOOT_CACHE", "/var/cache/edge-daemon-test"))
 RUNS = CACHE / "runs"
-TIMINGS = CACHE / "timings.log"
+# One line per measured step (root builds, installs, boots, turns); .ci/run
+# names a fresh file for each run and prints it at the end.
+TIMINGS = Path(os.environ.get("EDGE_BOOT_TIMINGS", str(CACHE / "timings.log")))
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # A bare system: Debian's minbase with systemd and python3, plus the two things
@@ -60,6 +62,9 @@ ARCHES = {
         Arch("armhf", "qemu-arm", "armv7l"),  # Raspberry Pi OS 32-bit (Pi 3, Zero 2 W)
     )
 }
+# What the boot tests boot besides the host's own architecture: the Raspberry
+# Pi's (tests/test_boot_arm.py).
+PI_ARCHES = ("arm64", "armhf")
 # Everything runs several times slower under qemu-user: timeouts grow by this
 # much there, the expectations stay the same.
 EMULATION_SLOWDOWN = 8.0
@@ -111,7 +116,7 @@ def record_timing(arch: str, what: str, seconds: float) -> None:
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {arch:<6} {what:<28} {seconds:7.1f} s"
     print(f"[boot] {line}", file=sys.stderr, flush=True)
     with contextlib.suppress(OSError):
-        CACHE.mkdir(parents=True, exist_ok=True)
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         with TIMINGS.open("a") as f:
             f.write(line + "\n")
 
@@ -582,14 +587,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="boot_container.py", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build the cached root of each ARCH")
+    build = sub.add_parser(
+        "build", help="build the cached root of each ARCH (default: every one the tests boot)"
+    )
     build.add_argument("arches", nargs="*", metavar="ARCH", help=", ".join(ARCHES))
     args = parser.parse_args(argv)
     unknown = sorted(set(args.arches) - set(ARCHES))
     if unknown:
         parser.error(f"unknown architecture {', '.join(unknown)} (known: {', '.join(ARCHES)})")
     status = 0
-    for arch in args.arches or [host_arch()]:
+    for arch in args.arches or dict.fromkeys((host_arch(), *PI_ARCHES)):
         reason = why_not_runnable(arch)
         if reason:
             print(f"boot_container.py: {arch}: cannot build here: {reason}", file=sys.stderr)

@@ -281,3 +281,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if any(_allowed(n) is None for n, _ in _skips(reporter)) and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The boot tests (tests/test_boot*.py) last, the emulated ones at the very
+    end, each in its own order: they wait for root file systems that CI builds
+    in the background while the rest runs."""
+    items.sort(
+        key=lambda item: (
+            item.path.name.startswith("test_boot"),
+            item.path.name == "test_boot_arm.py",
+        )
+    )

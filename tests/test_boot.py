@@ -1,11 +1,12 @@
-"""The installed service under a real systemd: Debian bookworm booted in
-systemd-nspawn, the checkout installed with systemd/install.sh, the daemon
-talking to a fake Gemini on the host.
+"""The installed service under a real systemd: a bare Debian bookworm booted in
+systemd-nspawn, the checkout installed with systemd/install.sh (its apt step
+included), the daemon talking to a fake Gemini on the host.
 
 Runs as root where systemd-nspawn and debootstrap exist and the Debian mirror
-and PyPI are reachable; skips with the reason otherwise, or with
-EDGE_SKIP_BOOT_TEST=1. The first run builds the root file system (about a
-minute) into /var/cache/edge-daemon-test; later runs reuse it.
+and PyPI are reachable; skips with the reason otherwise (fails under CI=true),
+or with EDGE_SKIP_BOOT_TEST=1. The first run builds the root file system
+(about a minute and a half) into /var/cache/edge-daemon-test; later runs reuse
+it. tests/test_boot_arm.py runs the same on arm64 and armhf.
 
 The tests share one container and run in file order: install, start, talk,
 crash, hang, stop, upgrade, break the unit, uninstall.
