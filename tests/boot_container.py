@@ -1,16 +1,22 @@
-"""A Debian bookworm root booted with systemd-nspawn: a real systemd (PID 1 of its
-own namespace) for end-to-end tests of the installed service.
+"""A bare Debian bookworm root booted with systemd-nspawn: a real systemd (PID 1
+of its own namespace) for end-to-end tests of the installed service, on this
+machine's architecture or, through qemu-user-static's binfmt handlers, on the
+Raspberry Pi's (arm64, armhf).
 
-The root file system is built once with debootstrap and cached outside the
-checkout; every container runs on a throw-away overlay over it, so each test
-module starts from a pristine system. See TEST-RECIPES.md, "A real systemd,
-booted in a container".
+Each root file system is built once with debootstrap and cached outside the
+checkout, named by a digest of its recipe; every container runs on a
+throw-away overlay over it, so each test module starts from a pristine system.
+See TEST-RECIPES.md, "A real systemd, booted in a container" and "The same
+boot on aarch64 and armhf". `python tests/boot_container.py build` builds the
+roots ahead of the tests.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -92,6 +98,7 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@functools.cache
 def host_arch() -> str:
     done = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
@@ -249,7 +256,7 @@ def ensure_rootfs(r: Recipe, log: Callable[[str], None] = print) -> Path:
         if final.is_dir():
             return final
         for stale in CACHE.glob(f"build-{final.name}-*"):  # left by an interrupted build
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_tree(stale)
         work = Path(tempfile.mkdtemp(prefix=f"build-{final.name}-", dir=CACHE))
         target = work / "rootfs"
         how = "through qemu-user" if emulated(r.arch) else "natively"
@@ -270,7 +277,7 @@ def ensure_rootfs(r: Recipe, log: Callable[[str], None] = print) -> Path:
             check=False,
         )
         if done.returncode != 0:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             raise RuntimeError(f"debootstrap failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         for unit in r.masked_units:
             link = target / "etc/systemd/system" / unit
@@ -316,6 +323,23 @@ def _umount(path: Path) -> None:
         return
     if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def _mounts_under(path: Path) -> list[Path]:
+    top = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [Path(p) for p in points if p == top or p.startswith(top + "/")]
+
+
+def remove_tree(path: Path) -> None:
+    """`rm -rf` that never reaches into another file system: a debootstrap or
+    a container that was killed leaves proc, sys or an overlay mounted below
+    ``path``. Those are unmounted first (deepest first), and rm stays on
+    ``path``'s own file system whatever is left."""
+    for mount in sorted(_mounts_under(path), key=lambda p: len(p.parts), reverse=True):
+        _umount(mount)
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
 
 
 # ---------------------------------------------------------------- one container
@@ -438,7 +462,7 @@ class BootedContainer:
                     self.proc.wait(10)
         finally:
             _umount(self.mountpoint)
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_tree(self.dir)
             Path(f"/run/systemd/nspawn/propagate/{self.name}").unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 Path(f"/run/systemd/nspawn/propagate/{self.name}").rmdir()
@@ -573,18 +597,34 @@ def cleanup_stale(log: Callable[[str], None] = print) -> None:
                     os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     wait_until(lambda p=pid, s=start: not _alive(p, s), 10, f"PID {pid} to end")
-        _umount(run_dir / "root")
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
         propagate = Path(f"/run/systemd/nspawn/propagate/{run_dir.name}")
-        shutil.rmtree(propagate, ignore_errors=True)
+        remove_tree(propagate)
+
+
+def build_in_background(arches: Sequence[str]) -> subprocess.Popen[bytes] | None:
+    """Start building the roots of ``arches`` that are missing, one after the
+    other, in a process of their own (it finishes its build even if the tests
+    stop). A test that needs one waits for it: ensure_rootfs's lock. Its
+    output goes to background-build.log in the cache."""
+    missing = [a for a in arches if not why_not_runnable(a) and not recipe(a).path.is_dir()]
+    if not missing:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "background-build.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "build", *missing],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python tests/boot_container.py build [ARCH ...]`: build the cached roots
-    ahead of the tests (CI starts it in the background while other suites run;
-    a test that needs a root still being built waits for it)."""
-    import argparse
-
+    ahead of the tests (a test that needs a root still being built waits for
+    it)."""
     parser = argparse.ArgumentParser(prog="boot_container.py", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser(

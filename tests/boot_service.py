@@ -72,7 +72,7 @@ def booted(arch: str) -> Iterator[BootedContainer]:
     """A freshly booted bare root of ``arch``, or a skip that says why not.
 
     The cached root is built first if need be, or waited for if another
-    process is building it (CI builds the emulated ones in the background)."""
+    process is building it (see conftest.pi_roots_in_background)."""
     reason = why_not_runnable(arch)
     if reason:
         cannot_run(f"boot test ({arch}): {reason}")

@@ -281,11 +281,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if any(_allowed(n) is None for n, _ in _skips(reporter)) and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+@pytest.fixture(scope="session")
+def pi_roots_in_background(request: pytest.FixtureRequest) -> None:
+    """When this session boots the Raspberry Pi's architectures too
+    (tests/test_boot_arm.py), their roots start building in the background as
+    the native boot tests begin: minutes of emulated dpkg that then overlap
+    those tests, and not the timing-sensitive suites before them."""
+    if any(item.path.name == "test_boot_arm.py" for item in request.session.items):
+        from boot_container import PI_ARCHES, build_in_background
+
+        build_in_background(PI_ARCHES)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The boot tests (tests/test_boot*.py) last, the emulated ones at the very
-    end, each in its own order: they wait for root file systems that CI builds
-    in the background while the rest runs."""
+    end, each in its own order: the emulated ones' roots build in the
+    background while the native ones run (pi_roots_in_background)."""
     items.sort(
         key=lambda item: (
             item.path.name.startswith("test_boot"),

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def container() -> Iterator[BootedContainer]:
+def container(pi_roots_in_background: None) -> Iterator[BootedContainer]:
     with booted(host_arch()) as c:
         yield c
 

@@ -190,7 +190,7 @@ class ReadmeRun:
 
 
 @pytest.fixture(scope="module")
-def readme_run(speech_wav: Path) -> Iterator[ReadmeRun]:
+def readme_run(speech_wav: Path, pi_roots_in_background: None) -> Iterator[ReadmeRun]:
     blocks = sh_blocks(section((ROOT / "README.md").read_text(), SECTION))
     with booted(host_arch()) as c:
         fake = new_fake()
