@@ -160,10 +160,8 @@ def script(blocks: list[str], url: str) -> tuple[str, list[str]]:
     line that reads the key from standard input gets it."""
     lines = [c for b in blocks for c in commands(b)]
     out = ["set -u", f"mkdir -p {RUN_DIR}", f"export SUDO_EDITOR={EDITOR}"]
-    for i, line in enumerate(lines):
-        found = URL_PLACEHOLDER.findall(line)
-        if found:
-            line = URL_PLACEHOLDER.sub(url, line)
+    for i, written in enumerate(lines):
+        line = URL_PLACEHOLDER.sub(url, written)
         stdin = "" if "--api-key-file -" in line else " </dev/null"
         # A newline before `}`: a line may end in a comment.
         out.append(f"{{ {line}\n}}{stdin} >{RUN_DIR}/{i}.out 2>&1; echo $? >{RUN_DIR}/{i}.rc")
