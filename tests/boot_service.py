@@ -194,6 +194,7 @@ keyboard = false
 [[tools.relay]]
 name = "{RELAY}"
 pin = 17
+active_high = true
 """
 
 
@@ -205,6 +206,10 @@ def dropin_for_tests(slow: float) -> str:
 [Service]
 ExecStart=
 ExecStart={VENV_BIN}/edge-daemon run --simulate --config /etc/edge-daemon/config.toml
+ExecStartPre=
+ExecStartPre=-{VENV_BIN}/edge-daemon safe-state --simulate --config /etc/edge-daemon/config.toml
+ExecStopPost=
+ExecStopPost=-{VENV_BIN}/edge-daemon safe-state --simulate --config /etc/edge-daemon/config.toml
 WatchdogSec={3 * slow:g}s
 TimeoutStartSec={60 * slow:g}s
 TimeoutStopSec={15 * slow:g}s
@@ -418,3 +423,13 @@ def check_killed_daemon_restarts(installed: Installed) -> None:
         )
     # Once: a restart, not a restart loop.
     assert int(installed.props("NRestarts")["NRestarts"]) == int(before["NRestarts"]) + 1
+
+    # The killed process switched nothing off; the unit's ExecStopPost did,
+    # and said after what.
+    def after_kill() -> list[dict[str, str]]:
+        out = installed.c.journal("-o", "json", "EDGE_EVENT=safe_state", f"EDGE_TOOL={RELAY}")
+        records = [json.loads(line) for line in out.splitlines()]
+        return [r for r in records if r.get("EDGE_CAUSE") == "stop:signal:killed:KILL"]
+
+    wait_until(lambda: bool(after_kill()), 10 * installed.slow, "safe-state's record after kill -9")
+    assert all(r.get("EDGE_LEVEL") == "0" for r in after_kill())
