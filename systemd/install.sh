@@ -223,15 +223,32 @@ install_code() {
     tar -C "$SRC" --exclude=__pycache__ -cf - pyproject.toml README.md edge_daemon |
         tar -C "$STAGE" -xf -
     say "installing the package and its Python dependencies (pip)"
-    local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade)
+    # The versions tested together, as wheels where there are any.
+    local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade
+        --prefer-binary --constraint "$SRC/systemd/constraints.txt")
+    # An upgrade that fails half-way must leave the program that ran before:
+    # pip works on the venv in place, so keep a copy to put back.
+    local previous=""
+    if [[ -x $VENV/bin/edge-daemon ]]; then
+        previous="$VENV.previous"
+        rm -rf -- "$previous"
+        cp -a -- "$VENV" "$previous"
+    fi
     # soxr (resampling for a sound card that cannot do 16/24 kHz) only as a
     # ready-made wheel: PyPI has none for 32-bit ARM (piwheels does). Without it
     # the daemon runs, and says so if a sound card needs resampling.
     if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample]" 2>/dev/null; then
         say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
-        "${pip[@]}" "$STAGE" ||
+        if ! "${pip[@]}" "$STAGE"; then
+            if [[ -n $previous ]]; then
+                rm -rf -- "$VENV"
+                mv -- "$previous" "$VENV"
+                die "pip could not install edge-daemon (see above); the version installed before is back in place"
+            fi
             die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+        fi
     fi
+    [[ -z $previous ]] || rm -rf -- "$previous"
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
     install -m 0644 "$SRC/config/edge-daemon.toml" "$PREFIX/config.example.toml"
     local version
@@ -249,7 +266,8 @@ install_code() {
 
 install_config() {
     step "Configuration in $CONF_DIR"
-    install -d -m 0755 "$CONF_DIR"
+    # Created 0755 the first time; after that its mode is the owner's choice.
+    [[ -d $CONF_DIR ]] || install -d -m 0755 "$CONF_DIR"
     if [[ -e $CONFIG ]]; then
         say "kept your $CONFIG (the current example is $PREFIX/config.example.toml)"
     else
@@ -285,6 +303,18 @@ capture_key() {
     fi
 }
 
+KEY_TAKEN=0
+take_key_early() {
+    local traced=0
+    if [[ $- == *x* ]]; then
+        traced=1
+        set +x
+    fi
+    KEY_TMP=$(umask 077 && mktemp)
+    if capture_key; then KEY_TAKEN=1; fi
+    if ((traced)); then set -x; fi
+}
+
 install_key() {
     step "API key in $KEY_FILE"
     # The key must not show up in a trace either, whatever the caller asked for.
@@ -293,8 +323,7 @@ install_key() {
         traced=1
         set +x
     fi
-    KEY_TMP=$(umask 077 && mktemp "$CONF_DIR/.gemini-api-key.XXXXXX")
-    if capture_key; then
+    if ((KEY_TAKEN)); then
         grep -q '[^[:space:]]' "$KEY_TMP" || die "the key given is empty"
         (($(grep -c '[^[:space:]]' "$KEY_TMP") == 1)) ||
             die "the key file must hold only the key, on one line"
@@ -455,7 +484,15 @@ activate() {
 do_install() {
     [[ -f $SRC/pyproject.toml && -d $SRC/edge_daemon && -f $SRC/systemd/$SERVICE.service ]] ||
         die "$SRC does not look like an edge-daemon checkout (run systemd/install.sh from one)"
+    case "$(realpath -- "$SRC")/" in
+        "$(realpath -m -- "$PREFIX")"/*)
+            die "the checkout $SRC lies inside $PREFIX, which the installer replaces and --uninstall removes: clone it elsewhere (e.g. ~/edge-daemon)" ;;
+    esac
     say "edge-daemon installer: from $SRC"
+    # The key is read before anything else runs, and then leaves the
+    # environment: apt's maintainer scripts and pip's builds never see it.
+    take_key_early
+    unset GEMINI_API_KEY
     install_packages
     install_user
     install_code
