@@ -14,6 +14,8 @@ faults, history and last log lines; rerun it alone with
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import os
 import random
 from collections import Counter
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 from support.chaos import ChaosReport, run_seeds
-from support.fault_proxy import Action, FaultPlan, corrupt
+from support.fault_proxy import Action, FaultPlan, corrupt, garble
 from support.rig import daemon_rig
 
 from edge_daemon.daemon import Daemon, State
@@ -95,6 +97,32 @@ def test_corruption_always_changes_the_frame() -> None:
         except m.MalformedMessage:
             pass
     assert 0 < readable < len(outputs)
+
+
+def test_a_garbled_client_frame_never_reads_as_another_message() -> None:
+    # Found by seed 87: a toolResponse "corrupted" into valid JSON with its one
+    # entry doubled reached the fake as two answers the daemon never sent. A
+    # client frame the network damages must be one the server can only refuse.
+    rng = random.Random(5)
+    result = m.FunctionResult("function-call-12", "fast_tool", {"ok": True}, None)
+    frames = [
+        m.build_setup(m.SetupOptions(model="models/test", resumption_handle="h1")),
+        m.ACTIVITY_START,
+        m.build_audio(bytes(range(256)) * 5),
+        m.build_text("caf\u00e9 (call function-call-12) returned {}"),
+        m.build_tool_response([result, dataclasses.replace(result, id="function-call-13")]),
+        m.ACTIVITY_END,
+    ]
+    kinds: Counter[str] = Counter()
+    for text in frames:
+        frame = text.encode()
+        for _ in range(500):
+            out = garble(frame, rng)
+            assert out != frame
+            with pytest.raises(ValueError):  # JSONDecodeError or UnicodeDecodeError
+                json.loads(out)
+            kinds["cut" if frame.startswith(out) else "bad byte"] += 1
+    assert kinds["cut"] > 1000 and kinds["bad byte"] > 1000
 
 
 async def test_proxy_without_faults_is_transparent_and_mirrors_close_codes() -> None:

@@ -535,12 +535,7 @@ class ChaosRun:
             # At most once, except that an answer whose send failed mid-write
             # is owed again (at least once beats a model left waiting): the
             # server may then get it twice.
-            # Open finding (seed 87, about 1 run in 3000): when the network
-            # delivered the *call* twice, the server has been seen to receive a
-            # second answer the daemon's send hook did not count; tolerated and
-            # counted until its cause is found, never otherwise.
-            doubled = self.proxy.tool_calls_delivered[call_id] > 1
-            if sent[call_id] > 1 or received[call_id] > 1 + maybe[call_id] + doubled:
+            if sent[call_id] > 1 or received[call_id] > 1 + maybe[call_id]:
                 self.fail(
                     f"{call_id} answered more than once: sent {sent[call_id]} "
                     f"(+{maybe[call_id]} failed mid-send), the server got {received[call_id]}"
