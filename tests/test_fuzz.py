@@ -615,7 +615,7 @@ _DEVICES = ToolsConfig(
         RelayToolConfig("pump", 22, min_switch_interval_s=0.0, active_high=True),
         RelayToolConfig("heater", 23, active_high=False, max_on_seconds=5.0),
     ),
-    timeout_s=1.0,
+    timeout_s=10.0,  # blocking calls return at once: never reached, however slow the machine
 )
 _NAMES = ["desk_lamp", "dimmer", "inverted", "pump", "heater", "get_device_states"]
 _KEYS = ["action", "on", "seconds", "brightness", "token"]
