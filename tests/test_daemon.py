@@ -206,7 +206,9 @@ async def test_config_error_close_shows_error_and_backs_off_long() -> None:
         await r.state(State.ERROR)
         assert r.daemon.link.state is LinkState.CONFIG_ERROR
         assert "1007" in r.daemon.link.last_error
-        # No hammering: still one connection.
+        # No hammering: the next attempt waits the long backoff (at least 80 %
+        # of it, with jitter), and meanwhile there is still one connection.
+        assert (r.daemon.link.last_delay_s or 0.0) >= 0.8 * 30
         assert len(r.fake.connections) == 1
 
 
