@@ -171,7 +171,8 @@ _NOTE_CALL = re.compile(r"\(call ([^)\s]+)\)")
 
 class SentAnswers:
     """Per seed, the call ids of every tool answer a daemon handed to its socket:
-    a toolResponse, or a text note naming ``(call ID)``.
+    a toolResponse, or a text note naming ``(call ID)`` (bare text, or a typed
+    turn framed by activity signals).
 
     Observed at the LiveSession boundary because an answer can vanish after
     that (a connection dying with the frame in flight), which neither the proxy
@@ -192,6 +193,7 @@ class SentAnswers:
     @contextlib.contextmanager
     def installed(self) -> Iterator[SentAnswers]:
         orig_response, orig_text = LiveSession.send_tool_response, LiveSession.send_text
+        orig_typed = LiveSession.send_typed_turn
 
         async def observed(session: LiveSession, send: Any, ids: list[str]) -> None:
             was_open = session.is_open
@@ -210,13 +212,19 @@ class SentAnswers:
         async def send_text(session: LiveSession, text: str) -> None:
             await observed(session, orig_text(session, text), _NOTE_CALL.findall(text))
 
+        async def send_typed_turn(session: LiveSession, text: str, **kwargs: Any) -> None:
+            send = orig_typed(session, text, **kwargs)
+            await observed(session, send, _NOTE_CALL.findall(text))
+
         LiveSession.send_tool_response = send_tool_response  # type: ignore[method-assign]
         LiveSession.send_text = send_text  # type: ignore[method-assign]
+        LiveSession.send_typed_turn = send_typed_turn  # type: ignore[method-assign]
         try:
             yield self
         finally:
             LiveSession.send_tool_response = orig_response  # type: ignore[method-assign]
             LiveSession.send_text = orig_text  # type: ignore[method-assign]
+            LiveSession.send_typed_turn = orig_typed  # type: ignore[method-assign]
 
 
 def chaos_tools(executed: Counter[str]) -> ToolRegistry:
