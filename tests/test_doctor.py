@@ -372,9 +372,12 @@ class FakePyAudio:
         self.opened: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
         self.terminated = False
+        self.environ_at_init: dict[str, str] | None = None
 
     # the module's face
     def PyAudio(self) -> FakePyAudio:
+        # PortAudio reads its environment once, as it initialises: what it saw.
+        self.environ_at_init = dict(os.environ)
         return self
 
     def get_device_count(self) -> int:
@@ -446,6 +449,22 @@ def test_mic_opens_at_16_khz_on_the_configured_device(tmp_path: Path) -> None:
     assert check.status == "PASS" and "#1" in check.detail
     assert pa.opened[0]["rate"] == 16000 and pa.opened[0]["input_device_index"] == 1
     assert pa.streams[0].closed
+
+
+def test_a_plughw_mic_gets_pa_alsa_plughw_before_portaudio_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PA_ALSA_PLUGHW", raising=False)
+    pa = FakePyAudio([SPEAKER, USB_MIC])
+    cfg = cfg_from(tmp_path, {"audio": {"backend": "pyaudio", "input_device": "plughw:1,0"}})
+    check = doctor.check_microphone(cfg, loader=lambda: pa)
+    assert check.status == "PASS", check
+    assert pa.environ_at_init is not None
+    assert pa.environ_at_init.get("PA_ALSA_PLUGHW") == "1"
+    monkeypatch.delenv("PA_ALSA_PLUGHW")
+    plain = FakePyAudio([SPEAKER, USB_MIC])
+    doctor.check_microphone(cfg_from(tmp_path, PYAUDIO), loader=lambda: plain)
+    assert plain.environ_at_init is not None and "PA_ALSA_PLUGHW" not in plain.environ_at_init
 
 
 def test_mic_that_only_does_48_khz_is_opened_there_like_the_daemon_does(tmp_path: Path) -> None:

@@ -102,6 +102,8 @@ class FakePyAudio:
         self.open_error = open_error
         self.streams: list[FakeStream] = []
         self.terminated = False
+        # PortAudio reads its environment once, as it initialises: what it saw.
+        self.environ_at_init = dict(os.environ)
 
     def get_device_count(self) -> int:
         return len(self.devices)
@@ -765,8 +767,9 @@ async def test_open_audio_opens_the_named_devices(
         volume=0.8,
     )
     assert isinstance(mic, backend.PyAudioMicrophone) and isinstance(spk, backend.PyAudioSpeaker)
-    assert os.environ.get("PA_ALSA_PLUGHW") == "1"  # set before PortAudio started
     pa = fake_portaudio.made[0]
+    # A plughw: device is listed only if PortAudio saw this as it initialised.
+    assert pa.environ_at_init.get("PA_ALSA_PLUGHW") == "1"
     mic_stream, spk_stream = pa.streams
     assert mic_stream.kwargs["input_device_index"] == 2 and mic_stream.kwargs["rate"] == 48000
     assert mic_stream.kwargs["frames_per_buffer"] == 960 and mic.chunk_bytes == 640
@@ -777,6 +780,15 @@ async def test_open_audio_opens_the_named_devices(
     assert not pa.terminated, "the speaker still needs PortAudio"
     await spk.close()
     assert pa.terminated
+
+
+def test_portaudio_starts_without_plughw_when_no_device_asks_for_it(
+    fake_portaudio: PortAudioFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PA_ALSA_PLUGHW", raising=False)
+    open_audio("pyaudio", input_device="usb pnp", output_device="hw:CARD=seeed2micvoicec,DEV=0")
+    assert "PA_ALSA_PLUGHW" not in fake_portaudio.made[0].environ_at_init
+    assert "PA_ALSA_PLUGHW" not in os.environ
 
 
 def test_a_device_that_will_not_open_is_named_and_nothing_leaks(
