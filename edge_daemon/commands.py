@@ -2,7 +2,7 @@
 socket (control.py) uses it, and anything else that drives the daemon from
 outside goes through the same door, so every way in behaves alike.
 
-Commands: press, release, tap, say, status, wait.
+Commands: press, release, tap, say, status, wait, mute, volume.
 """
 
 from __future__ import annotations
@@ -112,10 +112,22 @@ class Commands:
                 return {"ok": False, "error": "timeout must be a number of seconds in (0, 3600]"}
             reached = await d.wait_state(State(wanted), float(timeout))
             return {"ok": reached, "state": d.state.value}
+        elif cmd == "mute":
+            on = request.get("on")
+            if not isinstance(on, bool):
+                return {"ok": False, "error": "mute needs on: true or false"}
+            d.set_muted(on, "ctl")
+            return {"ok": True, "state": d.state.value, "muted": d.muted}
+        elif cmd == "volume":
+            level = request.get("level")
+            if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
+                return {"ok": False, "error": "volume needs level: an integer from 0 to 100"}
+            return {"ok": True, "state": d.state.value, "volume": d.set_volume(level, "ctl")}
         else:
             return {
                 "ok": False,
-                "error": f"unknown command {cmd!r}; try press, release, tap, say, status, wait",
+                "error": f"unknown command {cmd!r}; try press, release, tap, say, status, wait, "
+                "mute, volume",
             }
         return {"ok": True, "state": d.state.value}
 
@@ -130,9 +142,23 @@ class Commands:
                 extras[name] = provider()
             except Exception as exc:  # status must answer even if a device misbehaves
                 extras[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        hands_free = d.hands_free
         return {
             "state": d.state.value,
             "talking": d.talking,
+            "muted": d.muted,
+            "volume": d.volume.level,
+            "voice": {
+                "listening_for": d.voice.listen.value,
+                "echo_cancel": d.voice.echo_cancelled,
+                "half_duplex": d.voice.half_duplex,
+                "wake_word": d.voice.d.wake.name if d.voice.d.wake is not None else None,
+                "follow_up_open": bool(hands_free and hands_free.follow_up_open),
+                **d.voice.stats,
+                **(hands_free.counters if hands_free is not None else {}),
+                "earcons": list(d.feedback.played),
+                "hooks": dict(d.hooks.counters),
+            },
             "connection": {
                 "state": link.state.value,
                 "url": link.settings.url,

@@ -106,6 +106,87 @@ class AudioConfig:
     # Missing this long, the process exits (status 74) so that systemd
     # restarts it: a wedged driver heals in a fresh process. 0 = never.
     device_grace_s: float = 300.0
+    # Cancel the speaker's own sound in the mic (WebRTC AEC, with what the
+    # speaker plays as the reference). Where the module is missing (armv7),
+    # the mic is not listened to while the speaker plays, plus echo_tail_ms.
+    echo_cancel: bool = False
+    # WebRTC noise suppression on the mic: "off", "low", "moderate", "high", "very_high".
+    noise_suppression: Literal["off", "low", "moderate", "high", "very_high"] = "off"
+    # WebRTC automatic gain on the mic (a voice across the room gets louder).
+    auto_gain: bool = False
+    # Without echo cancellation: how long after the speaker stops the mic
+    # still hears the room's echo of it (and is not listened to hands-free).
+    echo_tail_ms: int = 300
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    # A wake word beside the button: "okay_nabu", "alexa", "hey_mycroft",
+    # "hey_jarvis" (built into pymicro-wakeword), or the path of a
+    # microWakeWord model's JSON. Empty: no wake word (the button only).
+    model: str = ""
+    # After an answer, listen this many seconds for a follow-up without the
+    # wake word (0 = off).
+    follow_up_s: float = 0.0
+    # A hands-free turn ends after this much quiet once speech was heard.
+    end_silence_s: float = 0.7
+    # A hands-free turn in which nobody speaks ends after this long.
+    no_speech_s: float = 4.0
+    # A hands-free turn ends after this long, whatever is still said.
+    max_turn_s: float = 30.0
+    # With audio.echo_cancel: speech while the model talks interrupts it.
+    barge_in: bool = True
+    # Detection threshold 0..1 replacing the model's own (0 = the model's).
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    # Short sounds through the speaker: the wake word was heard ...
+    wake: bool = True
+    # ... a hands-free turn stopped listening (end of speech) ...
+    listen_end: bool = True
+    # ... the daemon went into the error state ...
+    error: bool = False
+    # ... the link to Gemini was lost / is back.
+    link: bool = False
+    # Loudness of the sounds, 0..1 of full scale (the speaker volume applies too).
+    level: float = 0.3
+
+
+@dataclass(frozen=True)
+class MuteConfig:
+    # A mute switch (GPIO, BCM number; -1 = none): while it is closed the
+    # device hears nothing, no wake word, no audio goes up.
+    pin: int = -1
+    pull_up: bool = True
+    # "switch": muted while closed. "button": each press toggles mute.
+    mode: Literal["switch", "button"] = "switch"
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    # Buttons that step the volume (BCM numbers; -1 = none).
+    up_pin: int = -1
+    down_pin: int = -1
+    pull_up: bool = True
+    # Percent per press.
+    step: int = 10
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    # Commands run on events, split like a shell would but run without one,
+    # as the service user, each bounded by timeout_s. The event's detail is
+    # the last argument; EDGE_EVENT, EDGE_DETAIL (and EDGE_STATE,
+    # EDGE_PREV_STATE for state) are in the environment. Empty: none.
+    state: str = ""
+    wake: str = ""
+    mute: str = ""
+    volume: str = ""
+    error: str = ""
+    link: str = ""
+    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +396,11 @@ class Config:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    mute: MuteConfig = field(default_factory=MuteConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     # The file this came from ("" for built-in defaults): error messages name it.
     source: str = ""
     # Dotted keys the file (or with_overrides) set, as opposed to defaults:
@@ -485,6 +571,18 @@ _RANGES: dict[str, _Range] = {
     "tools.mqtt.state_timeout_s": _Range(0, 60, lo_exclusive=True),
     "tools.mqtt.max_calls_per_minute": _Range(1, 600),
     "tools.mqtt.require_recent_press_s": _Range(0, 3600),
+    "audio.echo_tail_ms": _Range(0, 2000),
+    "wake.follow_up_s": _Range(0, 60),
+    "wake.end_silence_s": _Range(0.2, 5),
+    "wake.no_speech_s": _Range(0.5, 30),
+    "wake.max_turn_s": _Range(1, 300),
+    "wake.threshold": _Range(0, 1),
+    "feedback.level": _Range(0, 1),
+    "mute.pin": _Range(-1, 27),
+    "volume.up_pin": _Range(-1, 27),
+    "volume.down_pin": _Range(-1, 27),
+    "volume.step": _Range(1, 50),
+    "hooks.timeout_s": _Range(0.1, 300),
 }
 
 
@@ -526,6 +624,19 @@ def _socket_path(text: str) -> str | None:
     # sockaddr_un holds 108 bytes including the terminating NUL; a longer path
     # would only fail at bind time, long after the config was accepted.
     return text if text and "\0" not in text and len(os.fsencode(text)) <= 107 else None
+
+
+# The wake word models pymicro-wakeword ships; anything else is a JSON path.
+WAKE_MODELS = ("okay_nabu", "alexa", "hey_mycroft", "hey_jarvis")
+
+
+def _wake_model(text: str) -> str | None:
+    text = text.strip()
+    if not text or text in WAKE_MODELS:
+        return text
+    # A custom model is named by its JSON (microWakeWord's format), which
+    # names the .tflite beside it; the file itself is checked at start-up.
+    return text if text.endswith(".json") and "\0" not in text else None
 
 
 # Names the hardware tools may not take: other tools the daemon declares.
@@ -598,6 +709,18 @@ _STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
         "a command line split like a shell would (quotes allowed, no pipes), or empty",
         _command,
     ),
+    "wake.model": (
+        f"one of {', '.join(repr(m) for m in WAKE_MODELS)}, the path of a model's "
+        ".json, or empty (no wake word)",
+        _wake_model,
+    ),
+    **{
+        f"hooks.{name}": (
+            "a command line split like a shell would (quotes allowed, no pipes), or empty",
+            _command,
+        )
+        for name in ("state", "wake", "mute", "volume", "error", "link")
+    },
 }
 
 
@@ -980,6 +1103,15 @@ def _check_pins(cfg: Config, file: str) -> None:
     elif led.kind != "none":
         used.append(("status_led.pin", led.pin))
     used += [(f"{path}.pin", entry.pin) for path, entry in _tool_entries(cfg)]
+    used += [
+        (key, pin)
+        for key, pin in (
+            ("mute.pin", cfg.mute.pin),
+            ("volume.up_pin", cfg.volume.up_pin),
+            ("volume.down_pin", cfg.volume.down_pin),
+        )
+        if pin >= 0  # -1: not wired
+    ]
     owner: dict[int, str] = {}
     for key, pin in used:
         if pin in owner:

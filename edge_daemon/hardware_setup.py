@@ -15,12 +15,14 @@ import warnings
 from collections.abc import Callable
 
 from gpiozero.exc import PinFactoryFallback
+from gpiozero.pins import Factory
 
 from .config import Config
 from .daemon import Daemon
 from .hardware.button import PushToTalk
 from .hardware.pins import make_pin_factory, pin_states
 from .hardware.status_led import NOTICE_S, StatusLed
+from .hardware.switches import MuteSwitch, VolumeButtons
 from .tools.hardware import HardwareTools
 
 log = logging.getLogger(__name__)
@@ -110,11 +112,16 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         led = StatusLed(cfg.status_led, pins)
 
         def show(again: bool = False) -> None:
-            led.show(led_state(daemon), again=again)
+            state = led_state(daemon)
+            # Muted shows instead of idle: the one state in which it matters.
+            if daemon.muted and state == "idle":
+                state = "muted"
+            led.show(state, again=again)
 
         show()
         daemon.subscribe(lambda _old, _new: show())
         daemon.device_health.subscribe(lambda _health: show())
+        daemon.subscribe_mute(lambda _muted: show())
 
         def flash(_notice: str) -> None:
             led.flash()
@@ -123,6 +130,8 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         daemon.subscribe_notice(flash)
         daemon.add_shutdown_hook(led.close)
         daemon.status_providers["status_led"] = lambda: {"pattern": led.pattern}
+
+    _attach_switches(daemon, cfg, loop, pins)
 
     try:
         button.start()
@@ -151,3 +160,41 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         " on mock pins" if simulate else "",
         extra={"EDGE_EVENT": "gpio_ready"},
     )
+
+
+def _attach_switches(
+    daemon: Daemon, cfg: Config, loop: asyncio.AbstractEventLoop, pins: Factory | None
+) -> None:
+    """The optional mute switch and volume buttons: a missing one costs its
+    function, never the daemon."""
+    if cfg.mute.pin >= 0:
+        try:
+            mute = MuteSwitch(
+                cfg.mute,
+                loop,
+                lambda on: daemon.set_muted(on, "switch"),
+                lambda: daemon.muted,
+                pins,
+            )
+            mute.start()
+        except Exception as exc:
+            log.error(
+                "mute switch on GPIO%d unavailable: %s",
+                cfg.mute.pin,
+                exc,
+                extra={"EDGE_EVENT": "gpio_missing"},
+            )
+        else:
+            daemon.add_shutdown_hook(mute.close)
+    if cfg.volume.up_pin >= 0 or cfg.volume.down_pin >= 0:
+        try:
+            buttons = VolumeButtons(
+                cfg.volume,
+                loop,
+                lambda delta: daemon.set_volume(daemon.volume.level + delta, "button"),
+                pins,
+            )
+        except Exception as exc:
+            log.error("volume buttons unavailable: %s", exc, extra={"EDGE_EVENT": "gpio_missing"})
+        else:
+            daemon.add_shutdown_hook(buttons.close)

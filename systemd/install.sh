@@ -237,9 +237,9 @@ install_code() {
     # soxr (resampling for a sound card that cannot do 16/24 kHz) only as a
     # ready-made wheel: PyPI has none for 32-bit ARM (piwheels does). Without it
     # the daemon runs, and says so if a sound card needs resampling.
-    if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample]" 2>/dev/null; then
+    if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample,voice]" 2>/dev/null; then
         say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
-        if ! "${pip[@]}" "$STAGE"; then
+        if ! "${pip[@]}" "$STAGE[voice]"; then
             if [[ -n $previous ]]; then
                 rm -rf -- "$VENV"
                 mv -- "$previous" "$VENV"

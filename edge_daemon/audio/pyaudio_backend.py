@@ -42,6 +42,7 @@ from .devices import (
     resolve_device,
     wants_plughw,
 )
+from .reference import PlaybackTap
 
 if TYPE_CHECKING:
     from .convert import PcmConverter
@@ -389,6 +390,8 @@ class PyAudioSpeaker:
         self._played = 0  # device bytes handed to PortAudio
         self._last_callback = 0.0
         self._trace_flush = False  # EDGE_DAEMON_TRACE: stamp the first callback after a flush
+        # What the device was handed, silence included, for an echo canceller.
+        self.tap: PlaybackTap | None = None
 
         self._idle = asyncio.Event()
         self._idle.set()
@@ -431,6 +434,9 @@ class PyAudioSpeaker:
         short = want - len(out)
         if short > 0:
             out += self._silence[:short] if short <= len(self._silence) else bytes(short)
+        tap = self.tap
+        if tap is not None:
+            tap.feed(out)
         return out, pyaudio.paContinue
 
     # event loop ----------------------------------------------------------------
@@ -451,6 +457,12 @@ class PyAudioSpeaker:
     @property
     def playing(self) -> bool:
         return self._active
+
+    def open_tap(self) -> PlaybackTap:
+        """The far-end reference: every block the device is handed, from now on."""
+        if self.tap is None:
+            self.tap = PlaybackTap(self.device_rate, self.device_channels)
+        return self.tap
 
     async def start(self) -> None:
         if self._closed:
