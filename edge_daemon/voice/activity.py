@@ -9,6 +9,7 @@ the wake word listening, it costs nothing.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 FRAME_BYTES = 320  # 10 ms of 16 kHz mono s16le
@@ -99,15 +100,26 @@ class EndOfSpeech:
 
 class SpeechOnset:
     """Someone started talking: ``min_speech_s`` of speech, gaps shorter than
-    ``max_gap_s`` bridged (the pauses inside a word)."""
+    ``max_gap_s`` bridged (the pauses inside a word). With ``window_s``
+    instead: ``min_speech_s`` of speech within any ``window_s`` (over the
+    model's voice, where the echo canceller's leftovers hide stretches of
+    the user's speech from the detector)."""
 
-    def __init__(self, *, min_speech_s: float = 0.2, max_gap_s: float = 0.1) -> None:
+    def __init__(
+        self, *, min_speech_s: float = 0.2, max_gap_s: float = 0.1, window_s: float = 0.0
+    ) -> None:
         self.min_speech_s = min_speech_s
         self.max_gap_s = max_gap_s
         self._run_s = 0.0
         self._gap_s = 0.0
+        self._window: deque[bool] | None = (
+            deque(maxlen=max(1, round(window_s / FRAME_S))) if window_s > 0 else None
+        )
+        self._in_window = 0
 
     def feed(self, frames: list[bool]) -> bool:
+        if self._window is not None:
+            return self._feed_window(frames)
         started = False
         for speech in frames:
             if speech:
@@ -123,6 +135,23 @@ class SpeechOnset:
             self.reset()
         return started
 
+    def _feed_window(self, frames: list[bool]) -> bool:
+        window = self._window
+        assert window is not None
+        need = round(self.min_speech_s / FRAME_S)
+        for speech in frames:
+            if len(window) == window.maxlen and window[0]:
+                self._in_window -= 1
+            window.append(speech)
+            self._in_window += speech
+            if self._in_window >= need:
+                self.reset()
+                return True
+        return False
+
     def reset(self) -> None:
         self._run_s = 0.0
         self._gap_s = 0.0
+        if self._window is not None:
+            self._window.clear()
+            self._in_window = 0

@@ -11,7 +11,9 @@ the device unless a turn is open. Muted, it keeps and hears nothing.
 from __future__ import annotations
 
 import enum
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,6 +31,14 @@ if TYPE_CHECKING:
     from .echo import MicCleaner
     from .far_end import FarEnd
     from .wake import WakeWord
+
+# Over the model's voice, speech counts as the user's only while the echo
+# canceller leaves at least this share (dB) of the mic's energy, over the
+# last barge_in_window_s. Its own echo it takes down by 30-40 dB, but what is
+# left can still sound like speech to the detector (on the loopback room:
+# half a second of it, at -35 to -48 dB); a voice in the room it leaves
+# mostly alone (-3 to -10 dB over a window while the model talks on).
+NEAR_END_DB = -20.0
 
 # A wake turn's audio starts this long before the detection: the detector
 # fires about 0.15 s after the phrase ends, and people run straight on into
@@ -72,7 +82,9 @@ class Detectors:
     # Without echo cancellation: deaf while the speaker plays and this long after.
     echo_tail_s: float = 0.3
     follow_up_onset_s: float = 0.2
+    # Over the model: this much of the user's speech within the window.
     barge_in_onset_s: float = 0.3
+    barge_in_window_s: float = 0.8
 
 
 class MicPipeline:
@@ -95,11 +107,22 @@ class MicPipeline:
         self.listen = Listen.NOTHING
         self.muted = False
         self.on_event: EventSink = lambda _event: None
-        self.stats = {"wakes": 0, "onsets": 0, "ends": 0, "deaf_chunks": 0}
+        self.stats = {
+            "wakes": 0,
+            "onsets": 0,
+            "ends": 0,
+            "deaf_chunks": 0,  # half duplex: not listened to while the speaker played
+            "echo_chunks": 0,  # speech the echo canceller's leftovers, not the user's
+            "speech_frames": 0,  # 10 ms frames of speech heard while asked to listen for it
+        }
         self._end: EndOfSpeech | None = None
         self._onset: SpeechOnset | None = None
         self._heard_speaker_at = float("-inf")
         chunk_s = mic.chunk_bytes / SAMPLE_WIDTH / mic.rate
+        # (clean, raw) energies of the last barge_in_window_s, over the model.
+        self._energies: deque[tuple[float, float]] = deque(
+            maxlen=max(1, round(self.d.barge_in_window_s / chunk_s))
+        )
         self._wake_tail = max(1, round(WAKE_TAIL_S / chunk_s))
 
     @property
@@ -113,6 +136,7 @@ class MicPipeline:
         self.listen = listen
         self._end = None
         self._onset = None
+        self._energies.clear()
         if self.d.speech is not None:
             self.d.speech.reset()
         if listen is Listen.TURN:
@@ -124,7 +148,9 @@ class MicPipeline:
         elif listen is Listen.FOLLOW_UP:
             self._onset = SpeechOnset(min_speech_s=self.d.follow_up_onset_s)
         elif listen is Listen.ANSWER and self.d.barge_in and self.echo_cancelled:
-            self._onset = SpeechOnset(min_speech_s=self.d.barge_in_onset_s)
+            self._onset = SpeechOnset(
+                min_speech_s=self.d.barge_in_onset_s, window_s=self.d.barge_in_window_s
+            )
 
     def open_turn(self) -> list[bytes]:
         """A turn opens: its first audio is the pre-roll, and a recording
@@ -152,12 +178,15 @@ class MicPipeline:
                 self.preroll.clear()
                 continue
             now = time.monotonic()
+            near_end = True  # what is left is the room's, not the speaker's echo
             if self.d.cleaner is not None:
                 far = None
                 if self.d.far is not None:
                     captured = getattr(self.mic, "last_capture_time", None) or now
                     far = self.d.far.take(captured, len(chunk) // SAMPLE_WIDTH)
-                chunk = self.d.cleaner.process(chunk, far)
+                raw, chunk = chunk, self.d.cleaner.process(chunk, far)
+                if self.listen is Listen.ANSWER and far is not None:
+                    near_end = self._near_end(chunk, raw, bool(far.any()))
             deaf = self.deaf(now)
             if turn_open():
                 to_turn(chunk)
@@ -177,9 +206,22 @@ class MicPipeline:
                 continue
             if self.mic.live:
                 self.preroll.keep(chunk)
-            self._detect(chunk)
+            self._detect(chunk, near_end)
 
-    def _detect(self, chunk: bytes) -> None:
+    def _near_end(self, clean: bytes, raw: bytes, far_active: bool) -> bool:
+        """Is what the canceller left the room's (a voice), not its own leftovers?"""
+        import numpy as np  # only with echo cancellation on, which has loaded it already
+
+        c = np.frombuffer(clean, "<i2").astype(np.float32)
+        r = np.frombuffer(raw, "<i2").astype(np.float32)
+        self._energies.append((float(np.dot(c, c)), float(np.dot(r, r)) if far_active else 0.0))
+        clean_e = sum(e for e, _ in self._energies)
+        raw_e = sum(e for _, e in self._energies)
+        if raw_e == 0.0:
+            return True  # the speaker was silent all window: nothing to mistake
+        return 10 * math.log10((clean_e + 1.0) / (raw_e + 1.0)) > NEAR_END_DB
+
+    def _detect(self, chunk: bytes, near_end: bool = True) -> None:
         listen = self.listen
         if listen in (Listen.NOTHING, Listen.TURN):
             return
@@ -190,7 +232,14 @@ class MicPipeline:
             self.on_event(VoiceEvent("wake", wake.name))
             return
         onset, speech = self._onset, self.d.speech
-        if onset is not None and speech is not None and onset.feed(speech.frames(chunk)):
+        if onset is None or speech is None:
+            return
+        frames = speech.frames(chunk)
+        if not near_end:
+            self.stats["echo_chunks"] += any(frames)
+            frames = [False] * len(frames)
+        self.stats["speech_frames"] += sum(frames)
+        if onset.feed(frames):
             self.stats["onsets"] += 1
             self.on_event(VoiceEvent("speech", listen.value))
 
@@ -202,3 +251,4 @@ class MicPipeline:
             self.stats["ends"] += 1
             self._end = None
             self.on_event(VoiceEvent("end", why))
+
