@@ -5,8 +5,9 @@ options do, for LED rings, displays or home automation.
 No shell: the configured line is split with shlex and run directly, as the
 service user, with stdin closed and its output logged at debug level. Each
 run is bounded by ``hooks.timeout_s`` and then killed. One run per event at
-a time: an event that comes while its hook still runs is counted and
-skipped, so a slow hook can never pile up processes.
+a time: events that come while their hook still runs are coalesced, and
+only the newest runs after it (counted in ``coalesced``), so a slow hook
+never piles up processes and still always hears the latest state.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class Hooks:
         self.argv: dict[str, list[str]] = {
             event: shlex.split(getattr(cfg, event)) for event in EVENTS if getattr(cfg, event)
         }
-        self.counters = {"runs": 0, "failures": 0, "timeouts": 0, "skipped": 0}
+        self.counters = {"runs": 0, "failures": 0, "timeouts": 0, "coalesced": 0}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.argv)
@@ -43,15 +45,32 @@ class Hooks:
         argv = self.argv.get(event)
         if argv is None:
             return
+        extra = {"EDGE_EVENT": event, "EDGE_DETAIL": detail, **env}
+        args = [*argv, detail] if detail else argv
         running = self._running.get(event)
         if running is not None and not running.done():
-            self.counters["skipped"] += 1
+            if event in self._pending:
+                self.counters["coalesced"] += 1  # the older pending one never runs
+            self._pending[event] = (args, extra)
             return
-        extra = {"EDGE_EVENT": event, "EDGE_DETAIL": detail, **env}
+        self._start(event, args, extra)
+
+    def _start(self, event: str, args: list[str], extra: dict[str, str]) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._run(event, [*argv, detail] if detail else argv, extra), name=f"hook-{event}"
+            self._run(event, args, extra), name=f"hook-{event}"
         )
         self._running[event] = task
+        task.add_done_callback(lambda _t: self._next(event))
+
+    def _next(self, event: str) -> None:
+        pending = self._pending.pop(event, None)
+        if pending is not None:
+            self._start(event, *pending)
+
+    @property
+    def busy(self) -> bool:
+        """A hook is running or waiting to."""
+        return bool(self._pending) or any(not t.done() for t in self._running.values())
 
     async def _run(self, event: str, argv: list[str], extra: dict[str, str]) -> None:
         self.counters["runs"] += 1
@@ -110,7 +129,9 @@ class Hooks:
             )
 
     async def close(self) -> None:
-        """Let running hooks finish within their timeout (on the way out)."""
+        """Let running hooks finish within their timeout (on the way out);
+        those still waiting to run do not."""
+        self._pending.clear()
         tasks = [t for t in self._running.values() if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=self.timeout_s + 1)

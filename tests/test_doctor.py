@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, SECRET, make_speech, write_config
 
 from edge_daemon import doctor
-from edge_daemon.config import Config, load_config
+from edge_daemon.config import Config, load_config, with_overrides
 from edge_daemon.doctor import Check, Completed
 from edge_daemon.fake_gemini import FakeGemini
 
@@ -927,3 +927,41 @@ def test_a_broken_config_still_lists_every_check(tmp_path: Path) -> None:
     assert broken[0].status == "FAIL"
     assert {c.status for c in broken[1:-3]} == {"SKIP"}
     assert broken[-1].name == "link" and broken[-1].status == "SKIP"  # no daemon to ask
+
+
+# -- voice -------------------------------------------------------------------------
+
+
+def test_voice_is_skipped_for_the_button_only() -> None:
+    assert doctor.check_voice(Config()).status == "SKIP"
+
+
+def test_voice_with_a_builtin_wake_word_and_echo_cancel_passes() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "okay_nabu", "audio.echo_cancel": True})
+    check = doctor.check_voice(cfg, load_wake=lambda model, _base: "Okay Nabu")
+    assert check.status == "PASS", check
+    assert "Okay Nabu" in check.detail and "echo cancellation" in check.detail
+
+
+def test_voice_without_the_webrtc_wheel_says_half_duplex() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "alexa", "audio.echo_cancel": True})
+    check = doctor.check_voice(
+        cfg,
+        find_spec=lambda name: None if name == "pywebrtc_audio" else object(),
+        machine="armv7l",
+        load_wake=lambda model, _base: "Alexa",
+    )
+    assert check.status == "WARN" and "half duplex" in check.detail and "armv7l" in check.detail
+
+
+def test_voice_without_the_packages_fails_with_the_install_command() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "alexa"})
+    check = doctor.check_voice(cfg, find_spec=lambda name: None)
+    assert check.status == "FAIL" and "edge-daemon[voice]" in check.fix
+
+
+def test_voice_with_a_missing_custom_model_fails_naming_it(tmp_path: Path) -> None:
+    cfg = with_overrides(Config(), {"wake.model": str(tmp_path / "mine.json")})
+    check = doctor.check_voice(cfg)
+    assert check.status == "FAIL" and "mine.json" in check.detail
+    assert "does not exist" in check.detail

@@ -20,6 +20,7 @@ The checks, one module each (or a few closely related):
     clock.py        NTP has set the clock
     microphone.py   the mic opens; with --listen it hears sound
     speaker.py      the speaker opens; with --beep it plays a tone
+    voice.py        the wake word, end of speech and echo cancellation can run
     gpio.py         the configured pins exist and are free
     camera.py       the configured camera is there
     mqtt.py         the broker: connect, log in, a publish/subscribe round trip
@@ -52,6 +53,7 @@ from .runner import Machine, Options, run_checks
 from .service import check_service, check_service_user
 from .speaker import check_speaker, tone_s16
 from .tokens import check_token_command
+from .voice import check_voice
 
 __all__ = [
     "Check",
@@ -76,6 +78,7 @@ __all__ = [
     "check_service_user",
     "check_speaker",
     "check_token_command",
+    "check_voice",
     "clock_hint",
     "configured_pins",
     "exit_status",

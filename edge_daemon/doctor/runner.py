@@ -25,6 +25,7 @@ from .report import Check, skip
 from .service import check_service, check_service_user, service_active
 from .speaker import check_speaker
 from .tokens import check_token_command
+from .voice import check_voice
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
     if cfg is None:
         unchecked = ("api_key", "token", "endpoint", "live", "clock", "microphone", "speaker")
         checks += [skip(n, "needs a config that parses") for n in unchecked]
-        checks += [skip(n, "needs a config that parses") for n in ("gpio", "camera", "mqtt")]
+        checks += [
+            skip(n, "needs a config that parses") for n in ("voice", "gpio", "camera", "mqtt")
+        ]
     else:
         # The built-in fake under --simulate needs no key, no TLS and so no clock.
         fake_endpoint = opts.simulate and not cfg.gemini.endpoint
@@ -126,6 +129,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
                 cfg, simulate=opts.simulate, beep=opts.beep, service_active=active, loader=m.pyaudio
             )
         )
+        checks.append(check_voice(cfg))
         checks.append(
             check_gpio(
                 cfg,
