@@ -128,8 +128,10 @@ class WakeConfig:
     # After an answer, listen this many seconds for a follow-up without the
     # wake word (0 = off).
     follow_up_s: float = 0.0
-    # A hands-free turn ends after this much quiet once speech was heard.
-    end_silence_s: float = 0.7
+    # A hands-free turn ends after this much quiet once speech was heard,
+    # counted from when the speech detector lets go (it holds on ~0.6 s
+    # after the voice stops by itself).
+    end_silence_s: float = 0.3
     # A hands-free turn in which nobody speaks ends after this long.
     no_speech_s: float = 4.0
     # A hands-free turn ends after this long, whatever is still said.
@@ -573,7 +575,7 @@ _RANGES: dict[str, _Range] = {
     "tools.mqtt.require_recent_press_s": _Range(0, 3600),
     "audio.echo_tail_ms": _Range(0, 2000),
     "wake.follow_up_s": _Range(0, 60),
-    "wake.end_silence_s": _Range(0.2, 5),
+    "wake.end_silence_s": _Range(0, 5),
     "wake.no_speech_s": _Range(0.5, 30),
     "wake.max_turn_s": _Range(1, 300),
     "wake.threshold": _Range(0, 1),

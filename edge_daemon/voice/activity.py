@@ -89,7 +89,8 @@ class EndOfSpeech:
                 self.quiet_s = 0.0
             else:
                 self.quiet_s += FRAME_S
-            if self.heard_speech and self.quiet_s >= self.end_silence_s - 1e-9:
+            quiet_enough = self.quiet_s > 0 and self.quiet_s >= self.end_silence_s - 1e-9
+            if self.heard_speech and quiet_enough:
                 return self.SILENCE
             if not self.heard_speech and self.elapsed_s >= self.no_speech_s - 1e-9:
                 return self.NO_SPEECH

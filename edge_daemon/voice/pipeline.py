@@ -76,7 +76,7 @@ class Detectors:
     far: FarEnd | None = None
     # Speech over the model interrupts it (needs echo cancellation).
     barge_in: bool = False
-    end_silence_s: float = 0.7
+    end_silence_s: float = 0.3
     no_speech_s: float = 4.0
     max_turn_s: float = 30.0
     # Without echo cancellation: deaf while the speaker plays and this long after.
