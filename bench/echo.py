@@ -31,8 +31,24 @@ TEXT = (
 def espeak_24k(text: str) -> bytes:
     wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
     return subprocess.run(
-        ["sox", "-t", "wav", "-", "-r", "24000", "-c", "1", "-b", "16", "-e", "signed", "-L",
-         "-t", "raw", "-"],
+        [
+            "sox",
+            "-t",
+            "wav",
+            "-",
+            "-r",
+            "24000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed",
+            "-L",
+            "-t",
+            "raw",
+            "-",
+        ],
         input=wav,
         check=True,
         capture_output=True,

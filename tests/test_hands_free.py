@@ -77,7 +77,7 @@ async def test_speech_without_the_wake_word_sends_nothing_at_all() -> None:
 
 async def test_a_follow_up_needs_no_wake_word_until_the_window_closes() -> None:
     mic = SpeakingMic(speed=4.0)
-    overrides = {**WAKE, "wake.follow_up_s": 2.5}
+    overrides = {**WAKE, "wake.follow_up_s": 5.0}
     async with daemon_rig(overrides=overrides, mic=mic) as rig:
         mic.say(speech("okay nabu, what time is it") + silence(1.5))
         await rig.fake.wait_for(lambda f: f.turns and f.turns[0].completed, 30)
