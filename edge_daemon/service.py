@@ -39,6 +39,7 @@ from .live.tokens import TokenLimits, TokenSource
 from .mqtt_setup import attach_mqtt, log_if_dead, stop_mqtt
 from .state import state_dir, user_state_dir
 from .tools.photo import take_photo_tool
+from .voice_setup import VoiceSetupError
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,26 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     devices = DeviceBoard()
     camera = open_devices_camera(cfg, devices)
     mic, speaker = open_devices_audio(cfg, devices)
-    daemon = Daemon(
-        cfg,
-        mic=mic,
-        speaker=speaker,
-        link_settings=link_settings(cfg, url, secret),
-        camera=camera,
-        device_health=devices,
-    )
+    try:
+        daemon = Daemon(
+            cfg,
+            mic=mic,
+            speaker=speaker,
+            link_settings=link_settings(cfg, url, secret),
+            camera=camera,
+            device_health=devices,
+        )
+    except VoiceSetupError as exc:
+        # A wake word model that does not load, or a missing package: a
+        # restart cannot fix it (the unit does not restart on 78).
+        log.error("%s", exc, extra={"EDGE_EVENT": "voice_failed"})
+        await mic.close()
+        await speaker.close()
+        if camera is not None:
+            await camera.close()
+        if fake is not None:
+            await fake.stop()
+        return EXIT_CONFIG
     if isinstance(mic, RecoveringMicrophone):
         # Never reopen the microphone under a turn (to let PortAudio find the speaker).
         mic.pair.mic_in_use = lambda: daemon.talking
