@@ -25,6 +25,7 @@ by the ``fallback`` (silence), as before the daemon could reopen anything.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from ..device_health import (
 )
 from .base import MIC_RATE, SAMPLE_WIDTH, SPEAKER_RATE, Microphone, Speaker
 from .null import NullMicrophone, NullSpeaker
+from .reference import PlaybackTap
 
 # A microphone without a fault() probe that delivers nothing for this long is
 # taken for gone. 50 chunks of 40 ms: a loaded loop is late by far less.
@@ -48,6 +50,8 @@ STALL_S = 2.0
 CHECK_S = 1.0
 # While the side still working is in use, a reopen waits, looking this often.
 BUSY_POLL_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class _Side:
@@ -169,6 +173,17 @@ class RecoveringSpeaker(_Side):
         super().__init__(*args)
         self._own["dropped_while_down"] = 0
         self._volume = volume
+        self._tap: PlaybackTap | None = None
+
+    def open_tap(self) -> PlaybackTap:
+        """What the speaker plays, for the echo canceller. It outlives the
+        device: a reopened speaker feeds the same tap, so the canceller keeps
+        its reference across an unplug."""
+        if self._tap is None:
+            inner = self.inner
+            opener = getattr(inner, "open_tap", None) if inner is not None else None
+            self._tap = opener() if opener is not None else PlaybackTap(self.rate)
+        return self._tap
 
     @property
     def volume(self) -> float:
@@ -183,6 +198,21 @@ class RecoveringSpeaker(_Side):
     def attach(self, inner: Any, *, fallback: bool = False) -> None:
         if hasattr(inner, "volume"):
             inner.volume = self._volume  # a level set while it was away holds
+        tap = self._tap
+        if tap is not None and hasattr(inner, "open_tap"):
+            fresh = inner.open_tap()
+            if (fresh.rate, fresh.channels) == (tap.rate, tap.channels):
+                inner.tap = tap  # the device feeds the tap the canceller reads
+            else:
+                log.warning(
+                    "speaker: the device came back at %d Hz x%d, the echo canceller's "
+                    "reference is at %d Hz x%d: echo cancellation is off until a restart",
+                    fresh.rate,
+                    fresh.channels,
+                    tap.rate,
+                    tap.channels,
+                    extra={"EDGE_EVENT": "echo_reference_lost"},
+                )
         super().attach(inner, fallback=fallback)
 
     async def start(self) -> None:
