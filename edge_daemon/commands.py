@@ -116,13 +116,13 @@ class Commands:
             on = request.get("on")
             if not isinstance(on, bool):
                 return {"ok": False, "error": "mute needs on: true or false"}
-            d.set_muted(on, "ctl")
+            d.set_muted(on, source)
             return {"ok": True, "state": d.state.value, "muted": d.muted}
         elif cmd == "volume":
             level = request.get("level")
             if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 100:
                 return {"ok": False, "error": "volume needs level: an integer from 0 to 100"}
-            return {"ok": True, "state": d.state.value, "volume": d.set_volume(level, "ctl")}
+            return {"ok": True, "state": d.state.value, "volume": d.set_volume(level, source)}
         else:
             return {
                 "ok": False,

@@ -154,7 +154,8 @@ async def test_the_answers_own_echo_triggers_nothing(
     assert wake_words_in(heard) >= 1
     # ... and the daemon heard none of it: no wake, no barge-in, no turn.
     assert status["voice"]["wakes"] == 0 and status["voice"]["onsets"] == 0, status["voice"]
-    assert fake.count("activityStart") == 0 and fake.audio_received_s() == 0
+    # One activity window: the typed turn's own; no audio ever went up.
+    assert fake.count("activityStart") == 1 and fake.audio_received_s() == 0
     assert len(fake.turns) == 1 and not fake.turns[0].interrupted
     assert status["counters"]["speaker"]["flushes"] == 0
     assert daemon.stop() == 0

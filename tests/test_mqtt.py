@@ -37,6 +37,9 @@ ENTITIES = {
     ("sensor", "tokens_used"),
     ("sensor", "reconnects"),
     ("sensor", "last_error"),
+    # The daemon's status reports muted and volume: both are announced.
+    ("switch", "mute"),
+    ("number", "volume"),
 }
 
 
@@ -204,6 +207,8 @@ HOSTILE: dict[tuple[str, str], list[bytes | str]] = {
         '{"state": "ON", "effect": "strobe"}',
     ],
     ("light", "led_porch"): ['{"state": "ON", "brightness": 50}', "null", "{}"],
+    ("switch", "mute"): ["on", "1", "MUTE", b"\xff", "M" * 10**5],
+    ("number", "volume"): ["loud", "-5", "101", "50.5.5", "nan", "1e999", b"\xfe"],
 }
 
 
@@ -231,6 +236,7 @@ async def test_hostile_payloads_on_every_command_topic_change_nothing(
         ]
         history = list(r.daemon.history)
         pins = {n: list(r.pins.pin(n).states) for n in (17, 22, 27)}
+        volume = r.daemon.volume.level
         for topic, payload, retain in sent:
             await ha.send(topic, payload, retain=retain)
         handled = lambda: r.bridge.counters["rejected"] + r.bridge.counters["commands"]  # noqa: E731
@@ -248,6 +254,7 @@ async def test_hostile_payloads_on_every_command_topic_change_nothing(
             values = {v for v in ha.history[found[key]["state_topic"]]}
             assert len(values) == 1, (key, values)  # said again, never changed
         assert r.daemon.state is State.IDLE
+        assert not r.daemon.muted and r.daemon.volume.level == volume
         # Still listening, and still obeying a good command.
         pump = found[("switch", "relay_pump")]
         await ha.send(pump["command_topic"], "ON")
