@@ -295,6 +295,75 @@ def test_second_install_upgrades_keeps_config_and_key_restarts_the_service(
     assert installed.main_pid() != pid
 
 
+def test_an_upgrade_keeps_the_config_folders_mode_and_a_failed_pip_keeps_the_old_program(
+    installed: Installed,
+) -> None:
+    installed.ensure_active()
+    c = installed.c
+    c.run(["chmod", "0750", "/etc/edge-daemon"])
+    c.run([INSTALL_SH, "--no-apt"], timeout_s=600)
+    assert oct(c.path("/etc/edge-daemon").stat().st_mode & 0o777) == "0o750"
+    # A pip run that cannot succeed (a version that does not exist):
+    constraints = c.path("/root/app/systemd/constraints.txt")
+    pinned = constraints.read_text()
+    constraints.write_text(pinned + "websockets==0.0.0.404\n")
+    try:
+        done = c.run([INSTALL_SH, "--no-apt"], check=False, timeout_s=600)
+    finally:
+        constraints.write_text(pinned)
+    assert done.returncode != 0
+    assert "the version installed before is back in place" in done.stderr
+    version = c.run([f"{VENV_BIN}/edge-daemon", "--version"]).stdout
+    assert version.startswith("edge-daemon ")
+    assert not c.path("/opt/edge-daemon/venv.previous").exists()
+    installed.ensure_active()
+
+
+def test_a_checkout_inside_the_install_prefix_is_refused(installed: Installed) -> None:
+    c = installed.c
+    c.run(["cp", "-a", "/root/app", "/opt/edge-daemon/src"])
+    try:
+        done = c.run(["/opt/edge-daemon/src/systemd/install.sh", "--no-apt"], check=False)
+    finally:
+        c.run(["rm", "-rf", "/opt/edge-daemon/src"])
+    assert done.returncode != 0
+    assert "lies inside /opt/edge-daemon" in done.stderr
+    assert "==> " not in done.stdout  # it stopped before any step
+
+
+def test_a_broken_config_leaves_the_unit_failed_with_78_and_no_restarts(
+    installed: Installed,
+) -> None:
+    c = installed.c
+    config = c.path("/etc/edge-daemon/config.toml")
+    good = config.read_text()
+    c.run(["systemctl", "stop", UNIT], timeout_s=60)
+    c.run(["systemctl", "reset-failed", UNIT], check=False)
+    config.write_text(good + "\n[audio\n")
+    try:
+        c.run(["systemctl", "start", UNIT], check=False, timeout_s=90)
+        wait_until(
+            lambda: installed.props("ActiveState")["ActiveState"] == "failed",
+            30,
+            "the unit to fail",
+        )
+        props = installed.props("ExecMainStatus", "NRestarts", "Result")
+        assert props["ExecMainStatus"] == "78", props
+        assert props["NRestarts"] == "0", props
+    finally:
+        config.write_text(good)
+        c.run(["systemctl", "reset-failed", UNIT], check=False)
+    installed.ensure_active()
+
+
+def test_the_unit_limits_are_in_force(installed: Installed) -> None:
+    installed.ensure_active()
+    props = installed.props("LimitCORE", "MemoryHigh", "MemoryMax")
+    assert props["LimitCORE"] == "0", props
+    assert props["MemoryHigh"] == str(160 * 1024 * 1024), props
+    assert props["MemoryMax"] == str(256 * 1024 * 1024), props
+
+
 # ---------------------------------------------------------------- a broken unit fails
 
 
