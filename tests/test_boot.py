@@ -300,9 +300,15 @@ def test_an_upgrade_keeps_the_config_folders_mode_and_a_failed_pip_keeps_the_old
 ) -> None:
     installed.ensure_active()
     c = installed.c
+    # The owner closes the folder to all but the service's group.
+    c.run(["chown", "root:edge-daemon", "/etc/edge-daemon"])
     c.run(["chmod", "0750", "/etc/edge-daemon"])
-    c.run([INSTALL_SH, "--no-apt"], timeout_s=600)
-    assert oct(c.path("/etc/edge-daemon").stat().st_mode & 0o777) == "0o750"
+    try:
+        c.run([INSTALL_SH, "--no-apt"], timeout_s=600)
+        assert oct(c.path("/etc/edge-daemon").stat().st_mode & 0o777) == "0o750"
+    finally:
+        c.run(["chown", "root:root", "/etc/edge-daemon"])
+        c.run(["chmod", "0755", "/etc/edge-daemon"])
     # A pip run that cannot succeed (a version that does not exist):
     constraints = c.path("/root/app/systemd/constraints.txt")
     pinned = constraints.read_text()
