@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
 import sys
 
 import numpy as np
@@ -22,6 +21,8 @@ from edge_daemon.audio.pyaudio_backend import open_pyaudio
 from edge_daemon.voice.echo import MicCleaner
 from edge_daemon.voice.far_end import FarEnd
 
+from .speech import espeak_pcm
+
 TEXT = (
     "The weather today is mild, with a light wind from the west and a chance of rain "
     "in the evening. Tomorrow will be sunny and a little warmer."
@@ -29,30 +30,7 @@ TEXT = (
 
 
 def espeak_24k(text: str) -> bytes:
-    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
-    return subprocess.run(
-        [
-            "sox",
-            "-t",
-            "wav",
-            "-",
-            "-r",
-            "24000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed",
-            "-L",
-            "-t",
-            "raw",
-            "-",
-        ],
-        input=wav,
-        check=True,
-        capture_output=True,
-    ).stdout
+    return espeak_pcm(text, 24000)
 
 
 def energy(chunks: list[bytes]) -> float:

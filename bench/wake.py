@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import random
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from edge_daemon.voice.wake import BUILTIN, WakeWord
+
+from .speech import espeak_pcm
 
 RATE = 16000
 CHUNK = 1280  # 40 ms, as the daemon reads
@@ -94,34 +95,7 @@ ENDINGS = (
 
 
 def espeak(text: str, voice: str = "en", speed: int = 175) -> np.ndarray:
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-        check=True,
-        capture_output=True,
-    ).stdout
-    raw = subprocess.run(
-        [
-            "sox",
-            "-t",
-            "wav",
-            "-",
-            "-r",
-            str(RATE),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed",
-            "-L",
-            "-t",
-            "raw",
-            "-",
-        ],
-        input=wav,
-        check=True,
-        capture_output=True,
-    ).stdout
+    raw = espeak_pcm(text, RATE, voice=voice, speed=speed)
     return np.frombuffer(raw, "<i2").astype(np.float32)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 
 import pytest
 
+from bench.speech import espeak_pcm
 from edge_daemon.audio.base import PacedMicrophone
 
 
@@ -21,32 +21,7 @@ def speech(text: str, voice: str = "en", rate: int = 16000) -> bytes:
     """``text`` spoken by espeak-ng, as s16le mono at ``rate``."""
     if not have_espeak():
         pytest.skip("espeak-ng and sox are needed for real speech (apt-get install espeak-ng sox)")
-    wav = subprocess.run(
-        ["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True
-    ).stdout
-    return subprocess.run(
-        [
-            "sox",
-            "-t",
-            "wav",
-            "-",
-            "-r",
-            str(rate),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed",
-            "-L",
-            "-t",
-            "raw",
-            "-",
-        ],
-        input=wav,
-        check=True,
-        capture_output=True,
-    ).stdout
+    return espeak_pcm(text, rate, voice=voice)
 
 
 def silence(seconds: float, rate: int = 16000) -> bytes:
