@@ -114,8 +114,11 @@ class BrokerLink:
                     attempt = 0
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                self.failures += 1
                 self.last_error = _reason(exc)
+                if not self._stop.is_set():
+                    # Counted with its log record below; a dial that fails
+                    # because we are stopping is neither.
+                    self.failures += 1
             finally:
                 self._client = None
                 self.connected.clear()
