@@ -636,6 +636,11 @@ class Daemon(StateMachine):
         closes_cut_off_turn = self._discard_model_audio and self._superseded is not None
         self._discard_model_audio = False
         self._superseded = None
+        if closes_cut_off_turn and self.state is State.SPEAKING:
+            # What played was the cut-off answer, arrived late (the flush has
+            # stopped it); the new turn's answer is owed: wait for it as for
+            # any answer, so that its silence can be called a stall.
+            self._set_state(State.THINKING, "the cut-off answer is closed")
         if closes_cut_off_turn or self.turn.open:
             return  # the answer to the user's new turn is still to come
         self._cancel_finish()

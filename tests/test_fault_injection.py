@@ -325,3 +325,34 @@ async def test_the_close_of_an_interrupted_turn_is_not_the_answer() -> None:
         await r.state(State.IDLE)
         states = [s for _, s in list(r.daemon.history)[first:]]
         assert states == ["listening", "thinking", "speaking", "idle"]
+
+
+async def test_the_close_of_a_cut_off_answer_leaves_the_new_answer_owed() -> None:
+    # Found by seeds 27, 101 and 194: the user pressed again while the daemon
+    # was still thinking about a turn; that turn's audio, already on its way,
+    # arrived and played; the server's interrupted and turnComplete then
+    # closed that cut-off answer. The daemon stayed "speaking", owed the new
+    # turn's answer but not waiting for it: when that answer was lost too, it
+    # showed "speaking" until the next press, never calling the silence a stall.
+    async with daemon_rig(overrides={"link.response_timeout_s": STALL_S}) as r:
+
+        async def lets_the_old_answer_run(conn: Any) -> None:
+            return None  # this server does not close the old turn by itself
+
+        r.fake._barge_in = lets_the_old_answer_run  # type: ignore[method-assign]
+        r.fake.script_turn(delay_s=60)  # the first turn's answer: sent by hand below
+        r.fake.script_turn(delay_s=60)  # the second turn's answer: lost
+        await r.turn()
+        await r.state(State.THINKING)
+        r.daemon.press("test")  # again, before any answer: the first turn is cut off
+        r.daemon.release("test")
+        await r.fake.wait_for(lambda f: f.count("activityEnd") == 2)
+        pcm = base64.b64encode(tone_pcm(440.0, 0.2)).decode()
+        inline = {"mimeType": "audio/pcm;rate=24000", "data": pcm}
+        await r.fake.send({"serverContent": {"modelTurn": {"parts": [{"inlineData": inline}]}}})
+        await r.state(State.SPEAKING)  # the cut-off answer, late
+        await r.fake.send({"serverContent": {"interrupted": True}})
+        await r.fake.send({"serverContent": {"turnComplete": True}})
+        # The new turn's answer never comes: after response_timeout_s, a stall.
+        await r.until(lambda: r.daemon.counters.stalls == 1)
+        await r.state(State.IDLE)

@@ -6,15 +6,38 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DaemonProcess
-from support.broker import Broker, home_assistant, running_broker
+from support.broker import Broker, HomeAssistant, home_assistant, running_broker
 
 RELAY = ("switch", "relay_pump")
 TALK = ("button", "talk")
 STATE = ("sensor", "state")
-ENTITIES = 8  # state, link, talk, announce, the relay, three diagnostics
+# What a --simulate daemon with one relay announces: state, link, talk,
+# announce, mute and volume (its simulated audio has both), the relay, and
+# three diagnostics. Waiting for a count of them is only safe when it is all of
+# them: at 8 (before mute and volume), found() could return without the relay.
+ENTITIES = {
+    STATE,
+    ("binary_sensor", "link"),
+    TALK,
+    ("notify", "announce"),
+    ("switch", "mute"),
+    ("number", "volume"),
+    RELAY,
+    ("sensor", "last_error"),
+    ("sensor", "reconnects"),
+    ("sensor", "tokens_used"),
+}
+
+
+async def announced(ha: HomeAssistant, node_id: str) -> dict[Any, Any]:
+    """The node's entities, once it has announced every one of them."""
+    found = await ha.found(node_id, len(ENTITIES))
+    assert set(found) == ENTITIES, sorted(found)
+    return found
 
 
 @pytest.fixture
@@ -61,8 +84,8 @@ async def test_two_daemons_on_one_broker_stay_apart(
         await kitchen.ready()
         await hall.ready()
         async with home_assistant(broker.port) as ha:
-            k = await ha.found("kitchen", ENTITIES)
-            h = await ha.found("hall", ENTITIES)
+            k = await announced(ha, "kitchen")
+            h = await announced(ha, "hall")
             assert not {c["unique_id"] for c in k.values()} & {c["unique_id"] for c in h.values()}
             assert k[STATE]["device"]["identifiers"] != h[STATE]["device"]["identifiers"]
             for node in (k, h):
@@ -104,7 +127,7 @@ async def test_kill_9_shows_offline_through_the_last_will(
     try:
         await daemon.ready()
         async with home_assistant(broker.port) as ha:
-            found = await ha.found("den", ENTITIES)
+            found = await announced(ha, "den")
             availability = found[STATE]["availability_topic"]
             await ha.value(availability, "online")
             daemon.proc.kill()  # SIGKILL: no goodbye of its own
@@ -125,7 +148,7 @@ async def test_a_clean_stop_publishes_the_safe_state_then_offline(
     try:
         await daemon.ready()
         async with home_assistant(broker.port) as ha:
-            found = await ha.found("den", ENTITIES)
+            found = await announced(ha, "den")
             availability = found[STATE]["availability_topic"]
             await ha.value(availability, "online")
             await ha.send(found[RELAY]["command_topic"], "ON")
@@ -152,7 +175,7 @@ async def test_the_password_comes_from_the_systemd_credential(
     try:
         await daemon.ready()
         async with home_assistant(b.port, username="ha", password="ha-password-1") as ha:
-            found = await ha.found("den", ENTITIES)
+            found = await announced(ha, "den")
             await ha.value(found[STATE]["availability_topic"], "online")
         status = await daemon.ctl("status")
         assert status["mqtt"]["connected"] is True and status["mqtt"]["failures"] == 0
