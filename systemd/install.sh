@@ -234,20 +234,34 @@ install_code() {
         rm -rf -- "$previous"
         cp -a -- "$VENV" "$previous"
     fi
-    # soxr (resampling for a sound card that cannot do 16/24 kHz) only as a
-    # ready-made wheel: PyPI has none for 32-bit ARM (piwheels does). Without it
-    # the daemon runs, and says so if a sound card needs resampling.
-    if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample,voice]" 2>/dev/null; then
-        say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
-        if ! "${pip[@]}" "$STAGE[voice]"; then
-            if [[ -n $previous ]]; then
-                rm -rf -- "$VENV"
-                mv -- "$previous" "$VENV"
-                die "pip could not install edge-daemon (see above); the version installed before is back in place"
-            fi
-            die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+    # Two extras only as ready-made wheels, never compiled on the device:
+    # - resample: soxr, for a sound card that cannot do 16/24 kHz. PyPI has no
+    #   wheel for 32-bit ARM (piwheels does); ALSA's plughw devices resample.
+    # - voice: the wake word and end of speech. pymicro-features, which the
+    #   wake word needs, has no 32-bit ARM wheel on PyPI either; the button
+    #   works without it, and `edge-daemon doctor` says what is missing.
+    # The first set that resolves to wheels is installed; the core last, with
+    # its errors shown.
+    local wheels_only=soxr,pymicro-features,pymicro-wakeword,pymicro-vad,pywebrtc-audio
+    local extras="" tried
+    for tried in "[resample,voice]" "[voice]" "[resample]"; do
+        if "${pip[@]}" --only-binary="$wheels_only" "$STAGE$tried" 2>/dev/null; then
+            extras=$tried
+            break
         fi
+    done
+    if [[ -z $extras ]] && ! "${pip[@]}" "$STAGE"; then
+        if [[ -n $previous ]]; then
+            rm -rf -- "$VENV"
+            mv -- "$previous" "$VENV"
+            die "pip could not install edge-daemon (see above); the version installed before is back in place"
+        fi
+        die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
     fi
+    [[ $extras == *resample* ]] ||
+        say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
+    [[ $extras == *voice* ]] ||
+        say "no wake-word wheels for this machine (pymicro-features): no wake word or local end of speech; the button works"
     [[ -z $previous ]] || rm -rf -- "$previous"
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
     install -m 0644 "$SRC/config/edge-daemon.toml" "$PREFIX/config.example.toml"

@@ -22,7 +22,6 @@ emulation) into /var/cache/edge-daemon-test.
 from __future__ import annotations
 
 import json
-import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,34 +39,11 @@ from boot_service import (
     install_for_test,
     installed_packages,
 )
-from conftest import ROOT, SECRET
+from conftest import SECRET
+from support.modules import IMPORT_EVERY_MODULE, checkout_modules
 
 # A root build, an emulated apt and pip install, then the checks.
 pytestmark = pytest.mark.timeout(3600)
-
-IMPORT_EVERY_MODULE = """\
-import importlib, json, pkgutil, platform
-import edge_daemon
-failed = {}
-names = [
-    m.name
-    for m in pkgutil.walk_packages(
-        edge_daemon.__path__, "edge_daemon.", onerror=lambda n: failed.setdefault(n, "walk")
-    )
-]
-for name in names:
-    try:
-        importlib.import_module(name)
-    except Exception as exc:
-        failed[name] = f"{type(exc).__name__}: {exc}"
-print(json.dumps({"machine": platform.machine(), "modules": names, "failed": failed}))
-"""
-
-
-def checkout_modules() -> set[str]:
-    """Every module of edge_daemon in the checkout: what the installed package
-    must hold, one for one."""
-    return {m.name for m in pkgutil.walk_packages([str(ROOT / "edge_daemon")], "edge_daemon.")}
 
 
 def import_every_module(c: BootedContainer) -> dict[str, object]:
@@ -105,6 +81,13 @@ def test_the_installer_runs_apt_and_installs_the_service(arm: Installed) -> None
     # soxr only as a wheel: installed where pip found one, said where not.
     has_soxr = c.run([f"{VENV_BIN}/python", "-c", "import soxr"], check=False).returncode == 0
     assert has_soxr != ("no soxr wheel for this machine" in arm.install_log), arm.install_log
+    # The wake word likewise: there, or said to be missing (no compiler on a Pi).
+    has_wake = (
+        c.run([f"{VENV_BIN}/python", "-c", "import pymicro_wakeword"], check=False).returncode == 0
+    )
+    assert has_wake != ("no wake-word wheels for this machine" in arm.install_log), arm.install_log
+    if ARCHES[c.arch].machine == "aarch64":
+        assert has_wake, arm.install_log  # every hands-free part has an aarch64 wheel
 
 
 def test_every_module_imports(arm: Installed) -> None:

@@ -6,6 +6,13 @@ import sys
 from . import __doc__ as description
 from .cli import add_arguments, run_from_args
 
-parser = argparse.ArgumentParser(prog="fake-gemini", description=description)
-add_arguments(parser)
-sys.exit(run_from_args(parser.parse_args()))
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="fake-gemini", description=description)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args())
+
+
+# Imported (by a tool that walks the package) it does nothing.
+if __name__ == "__main__":
+    sys.exit(main())
