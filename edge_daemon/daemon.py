@@ -116,6 +116,15 @@ class Daemon(StateMachine):
         self.transcripts = Transcripts(
             enabled=cfg.logging.transcripts, turn=lambda: self.counters.turns
         )
+        self.subscribe(self._voice_follows_state)
+
+    def _voice_follows_state(self, _old: State, new: State) -> None:
+        """Idle (or waiting for the link) with no turn open, nothing needs the
+        mic chunk by chunk: it rests until a press or any other change."""
+        if new in (State.IDLE, State.RECONNECTING, State.ERROR) and not self.turn.open:
+            self.voice.rest()
+        else:
+            self.voice.wake()
 
     @property
     def talking(self) -> bool:

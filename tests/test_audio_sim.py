@@ -257,6 +257,28 @@ async def test_unread_mic_drops_its_backlog_and_counts_an_overflow(
     assert len([r for r in caplog.records if "microphone" in r.getMessage()]) == 1
 
 
+@virtual_time
+async def test_a_recording_in_standby_waits_and_keeps_nothing() -> None:
+    mic = NullMicrophone(chunk_ms=40)
+    await mic.start()
+    await mic.read()
+    assert mic.standby(10)
+    reader = asyncio.create_task(mic.read())
+    await asyncio.sleep(60)  # a minute idle (virtual time)
+    assert not reader.done()
+    assert mic.resume() == []  # a recording has no room to keep
+    t0 = now()
+    assert await reader == bytes(mic.chunk_bytes)
+    assert now() - t0 == pytest.approx(0.04)  # paced from the resume, not a minute behind
+    assert mic.counters["overflows"] == 0
+
+
+async def test_a_simulated_live_mic_does_not_stand_by() -> None:
+    mic = NullMicrophone(chunk_ms=40)
+    mic.live = True  # as a test double of a room: only a real device keeps audio in standby
+    assert not mic.standby(10)
+
+
 async def test_pacing_on_the_real_clock() -> None:
     # Sleeps never end early, so the lower bound is exact; the upper one only
     # catches "not paced at all" versus "paced wildly wrong".

@@ -16,6 +16,7 @@ from .base import (
     PacedMicrophone,
     PacedSpeaker,
     Speaker,
+    StandbyMicrophone,
 )
 from .null import NullMicrophone, NullSpeaker
 from .wav import WavMicrophone, WavSpeaker
@@ -32,6 +33,7 @@ __all__ = [
     "PacedMicrophone",
     "PacedSpeaker",
     "Speaker",
+    "StandbyMicrophone",
     "WavMicrophone",
     "WavSpeaker",
     "open_audio",

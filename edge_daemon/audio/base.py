@@ -64,6 +64,24 @@ class Microphone(Protocol):
 
 
 @runtime_checkable
+class StandbyMicrophone(Protocol):
+    """A Microphone that can stop waking its reader while nothing needs each
+    chunk as it comes (the daemon is idle and listens for nothing): an idle
+    device then costs no wake-up per chunk. A live mic keeps the newest
+    chunks itself, so the pre-roll survives; a recording keeps nothing."""
+
+    def standby(self, keep_chunks: int) -> bool:
+        """From now until ``resume``, keep at most the newest ``keep_chunks``
+        and wake nobody (``read`` waits). False if this mic cannot: read on."""
+        ...
+
+    def resume(self) -> list[bytes]:
+        """Leave standby: the chunks kept, oldest first; ``read`` goes on with
+        what comes after them."""
+        ...
+
+
+@runtime_checkable
 class Speaker(Protocol):
     """A sink of s16le mono PCM at ``rate`` (SPEAKER_RATE) with a barge-in flush."""
 
@@ -174,6 +192,8 @@ class PacedMicrophone(abc.ABC):
         self._pacer = Pacer(rate, speed)
         self._closed = False
         self._overflow_logged = False
+        self._awake = asyncio.Event()  # cleared in standby
+        self._awake.set()
 
     @abc.abstractmethod
     def _next_chunk(self) -> bytes:
@@ -187,9 +207,27 @@ class PacedMicrophone(abc.ABC):
         # The mic records from now on: a late first read gets the backlog at once.
         self._pacer.restart(asyncio.get_running_loop().time())
 
+    def standby(self, keep_chunks: int) -> bool:
+        """A recording has nothing worth keeping while nobody listens: reads
+        wait for ``resume``. A simulated live mic (tests) is read on."""
+        if self.live:
+            return False
+        self._awake.clear()
+        return True
+
+    def resume(self) -> list[bytes]:
+        if not self._awake.is_set():
+            self._awake.set()
+            self._pacer.restart()  # the time in standby was not recorded
+        return []
+
     async def read(self) -> bytes:
         if self._closed:
             raise RuntimeError("microphone is closed")
+        if not self._awake.is_set():
+            await self._awake.wait()
+            if self._closed:
+                raise RuntimeError("microphone is closed")
         due = self._pacer.advance(self.chunk_frames)
         if due is not None and asyncio.get_running_loop().time() - due > MAX_MIC_BACKLOG_S:
             self._overflow()
@@ -211,6 +249,7 @@ class PacedMicrophone(abc.ABC):
 
     async def close(self) -> None:
         self._closed = True
+        self._awake.set()
 
 
 class PacedSpeaker(abc.ABC):

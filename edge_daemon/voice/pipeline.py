@@ -1,6 +1,10 @@
 """The capture loop: each chunk the mic hears goes to the open turn, or,
 while none is open, into the pre-roll (unless half duplex says it is the
-speaker's own sound)."""
+speaker's own sound).
+
+While the daemon is idle (``rest``) a mic that can stands by: it keeps the
+pre-roll itself and wakes nobody for each chunk, until the next turn opens
+(``open_turn``) or anything else happens (``wake``)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import trace
-from ..audio.base import Microphone, Speaker
+from ..audio.base import Microphone, Speaker, StandbyMicrophone
 from .preroll import PreRoll
 
 if TYPE_CHECKING:
@@ -31,10 +35,29 @@ class MicPipeline:
         self.counters = counters
         self.preroll = PreRoll(preroll_chunks)
         self.half_duplex = half_duplex
+        self.resting = False
+
+    def rest(self) -> None:
+        """Nothing is going on: stop taking the mic's chunks one by one."""
+        if self.resting or not isinstance(self.mic, StandbyMicrophone):
+            return
+        self.resting = self.mic.standby(self.preroll.chunks if self.mic.live else 0)
+
+    def wake(self) -> None:
+        """Something is going on: read the mic chunk by chunk again."""
+        if not self.resting:
+            return
+        self.resting = False
+        assert isinstance(self.mic, StandbyMicrophone)
+        kept = self.mic.resume()
+        self.counters.audio_in_chunks += len(kept)
+        for chunk in kept:
+            self.preroll.keep(chunk)
 
     def open_turn(self) -> list[bytes]:
         """A turn opens: its first audio is the pre-roll, and a recording
         rewinds to say it again."""
+        self.wake()
         first = self.preroll.take()
         self.mic.cue()
         return first
