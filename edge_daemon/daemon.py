@@ -93,6 +93,7 @@ class Daemon(StateMachine):
         )
         self.link = Link(link_settings, self._build_setup, self._serve, self._on_link_state)
         self.watch = SessionWatch(self.link.resumption, self.counters, cfg.link.response_timeout_s)
+        self.sender.on_reply_owed = self.watch.poke
         self.tool_runner = ToolRunner(self.tools, self.sender, self.counters, self.link.resumption)
         self.ticker = (
             FrameTicker(camera, cfg.camera.interval_s, self._camera_wanted, self.sender.send_frame)
@@ -505,7 +506,8 @@ class Daemon(StateMachine):
         elif isinstance(ev, m.ToolCallCancellation):
             self.tool_runner.on_cancel(ev)
         elif isinstance(ev, m.ResumptionUpdate):
-            self.link.resumption.update(ev)
+            if self.link.resumption.update(ev):
+                self.watch.poke()  # the fresh handle a goAway switch may wait for
         elif isinstance(ev, m.GoAway):
             self.watch.go_away(ev)
         elif isinstance(ev, m.Usage):
