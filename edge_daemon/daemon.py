@@ -120,12 +120,14 @@ class Daemon(StateMachine):
         self.subscribe(self._voice_follows_state)
 
     def _voice_follows_state(self, _old: State, new: State) -> None:
-        """Idle (or waiting for the link) with no turn open, nothing needs the
-        mic chunk by chunk: it rests until a press or any other change."""
-        if new in (State.IDLE, State.RECONNECTING, State.ERROR) and not self.turn.open:
-            self.voice.rest()
-        else:
+        """With no turn open nothing needs the mic chunk by chunk: it rests
+        (keeping the pre-roll, if it is live) until a press. Half duplex wants
+        the pre-roll cleared of the speaker's sound, so it listens through
+        the model's answer."""
+        if self.turn.open or (self.cfg.audio.half_duplex and new is State.SPEAKING):
             self.voice.wake()
+        else:
+            self.voice.rest()
 
     @property
     def talking(self) -> bool:

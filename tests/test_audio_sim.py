@@ -36,6 +36,7 @@ from edge_daemon.audio import (
     WavSpeaker,
     open_audio,
 )
+from edge_daemon.audio.base import PACED_BATCH_BLOCKS
 
 TIMEOUT = 30.0  # virtual seconds: a hang fails at once instead of stalling the run
 SPEAKER_BPS = SPEAKER_RATE * SAMPLE_WIDTH
@@ -417,6 +418,25 @@ async def test_speaker_pace_blocks_and_speed() -> None:
         assert now() - t0 == pytest.approx(expected, abs=1e-6)
         assert {len(b) for b in speaker.blocks} == {SPEAKER_BPS // 50}  # 20 ms blocks
         await speaker.close()
+
+
+@virtual_time
+async def test_a_paced_speaker_wakes_once_per_batch_of_blocks() -> None:
+    speaker = RecordingSpeaker()
+    sleeps = 0
+    sleep_until = speaker._pacer.sleep_until
+
+    async def counted(when: float | None) -> bool:
+        nonlocal sleeps
+        sleeps += 1
+        return await sleep_until(when)
+
+    speaker._pacer.sleep_until = counted  # type: ignore[method-assign]
+    await speaker.start()
+    speaker.play(tone(1.0, 3))
+    await asyncio.wait_for(speaker.wait_idle(), TIMEOUT)
+    assert len(speaker.blocks) == 50 and sleeps == 50 // PACED_BATCH_BLOCKS
+    await speaker.close()
 
 
 @virtual_time

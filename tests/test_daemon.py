@@ -285,8 +285,11 @@ async def test_an_idle_daemon_stops_reading_its_mic_until_a_turn() -> None:
         await r.state(State.IDLE)
         assert r.daemon.voice.resting
         assert mic.counters["chunks"] <= before + 1  # a read already under way may finish
-        await turn(r)  # the press wakes it: the turn's audio flows
+        r.daemon.press("test")  # the press wakes it: the turn's audio flows
         assert not r.daemon.voice.resting
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 0.2)
+        r.daemon.release("test")
+        assert r.daemon.voice.resting  # the answer needs no mic
         await r.state(State.IDLE)
         assert r.daemon.voice.resting
     states = [s for _, s in r.daemon.history]
@@ -308,6 +311,19 @@ async def test_a_live_mic_keeps_its_preroll_through_the_idle_standby() -> None:
     # The 10 chunks the mic kept in standby, then the live stream, gapless.
     assert seqs[0] == last_before_press - 9
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_half_duplex_listens_through_the_answer_to_keep_the_preroll_clean() -> None:
+    mic = StandbyCountingMic()
+    async with rig(mic=mic, overrides={"audio.half_duplex": True}) as r:
+        r.fake.script_turn(reply_pcm=tone_pcm(440.0, 30.0))
+        await turn(r)
+        await r.state(State.SPEAKING)
+        assert not r.daemon.voice.resting  # reading on, to keep the model out of the pre-roll
+        await r.until(lambda: r.daemon.speaker.playing)
+        start = mic.seq
+        await r.until(lambda: mic.seq > start + 5)
+        assert len(r.daemon.voice.preroll) == 0
 
 
 class StandbyCountingMic(CountingMic):
