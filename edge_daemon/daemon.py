@@ -93,7 +93,7 @@ class Daemon(StateMachine):
         )
         self.link = Link(link_settings, self._build_setup, self._serve, self._on_link_state)
         self.watch = SessionWatch(self.link.resumption, self.counters, cfg.link.response_timeout_s)
-        self.sender.on_reply_owed = self.watch.poke
+        self.sender.on_reply_owed = self.watch.reply_owed
         self.tool_runner = ToolRunner(self.tools, self.sender, self.counters, self.link.resumption)
         self.ticker = (
             FrameTicker(camera, cfg.camera.interval_s, self._camera_wanted, self.sender.send_frame)

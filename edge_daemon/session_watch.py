@@ -33,6 +33,7 @@ class SessionWatch:
         self._timeout_s = timeout_s
         self._switch = asyncio.Event()  # ask the session handler to end (goAway, stop)
         self._poked = asyncio.Event()  # something the checks read has changed
+        self._clock_running = False  # the current wait ends at a stall deadline
         self._reason = SessionEnd.GO_AWAY
         self._deadline: float | None = None
         # The resumption handle number when the last model turn ended: a goAway
@@ -45,8 +46,15 @@ class SessionWatch:
         self._deadline = None
 
     def poke(self) -> None:
-        """Look again now: an answer became owed, or a resumption handle came."""
+        """Look again now: a resumption handle came."""
         self._poked.set()
+
+    def reply_owed(self) -> None:
+        """An answer became owed: start the stall clock, unless it runs already
+        (an answer streaming in moves its deadline at every message; a wait
+        that ends at the old one looks again then)."""
+        if not self._clock_running:
+            self._poked.set()
 
     def stop(self) -> None:
         self._request(SessionEnd.STOP)
@@ -85,11 +93,11 @@ class SessionWatch:
             if not self._switch.is_set():  # once set, waiting on it would return at once
                 waits.append(self._switch.wait())
             futures = [asyncio.ensure_future(w) for w in waits]
+            since = awaiting_reply_since()
+            self._clock_running = since is not None
             try:
                 await asyncio.wait(
-                    futures,
-                    timeout=self._next_due(awaiting_reply_since()),
-                    return_when=asyncio.FIRST_COMPLETED,
+                    futures, timeout=self._next_due(since), return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 for future in futures:

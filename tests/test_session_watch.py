@@ -75,6 +75,25 @@ async def test_an_owed_answer_starts_the_stall_clock_when_poked() -> None:
     )
     await spin()
     looks.since = time.monotonic()
-    watch.poke()
+    watch.reply_owed()
     assert await asyncio.wait_for(task, 10) is SessionEnd.STALLED
     assert counters.stalls == 1
+
+
+async def test_an_answer_streaming_in_does_not_wake_the_watch_per_message() -> None:
+    looks = Looks()
+    watch = SessionWatch(Resumption(), Counters(), 20.0)
+    looks.since = time.monotonic()
+    task = asyncio.create_task(
+        watch.run(lambda: looks.changed, lambda: looks.between_turns, looks.awaiting_reply_since)
+    )
+    await spin()
+    before = looks.count
+    for _ in range(50):  # each audio message refreshes the clock (daemon._read)
+        looks.since = None
+        looks.since = time.monotonic()
+        watch.reply_owed()
+        await spin(4)
+    assert looks.count <= before + 2, "the watch woke for every message"
+    assert not task.done()
+    task.cancel()
