@@ -23,6 +23,16 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not from 0 to 100")
+    return value
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole parser. The arguments of doctor, mint-token, safe-state and
     fake-server live in their own modules, imported only when ``argv`` names
@@ -63,6 +73,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     wait = ctl_sub.add_parser("wait", help="wait until the daemon is in STATE (for scripts)")
     wait.add_argument("state")
     wait.add_argument("--timeout", type=float, default=30.0)
+    mute = ctl_sub.add_parser("mute", help="mute (no wake word, no audio up) or unmute")
+    mute.add_argument("on_off", choices=("on", "off"), metavar="on|off")
+    volume = ctl_sub.add_parser("volume", help="set the speaker volume, 0 to 100 (kept)")
+    volume.add_argument("level", type=_percent, metavar="N")
 
     sub.add_parser("devices", help="list the audio devices PortAudio sees")
 
@@ -178,6 +192,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         body["text"] = args.text
     elif args.action == "wait":
         body["state"], body["timeout"] = args.state, args.timeout
+    elif args.action == "mute":
+        body["on"] = args.on_off == "on"
+    elif args.action == "volume":
+        body["level"] = args.level
     path = _socket_path(args)
     try:
         reply = request(path, body, timeout_s=args.timeout + 5.0 if args.action == "wait" else 10.0)
@@ -226,7 +244,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _logs_to_journal() -> bool:
-    return any(type(h).__name__ == "JournalHandler" for h in logging.getLogger().handlers)
+    from . import systemd
+
+    return systemd.log_target() == "journal"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,9 @@ import math
 import os
 import re
 import shlex
+import socket
 import tomllib
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +100,95 @@ class AudioConfig:
     # mode left on, a `ctl press` without a release): the room is not
     # streamed to the cloud for ever.
     max_turn_s: float = 60.0
+    # A mic or speaker that goes away (or is missing at start) is reopened
+    # with backoff, at most this many seconds apart.
+    device_retry_max_s: float = 30.0
+    # Missing this long, the process exits (status 74) so that systemd
+    # restarts it: a wedged driver heals in a fresh process. 0 = never.
+    device_grace_s: float = 300.0
+    # Cancel the speaker's own sound in the mic (WebRTC AEC, with what the
+    # speaker plays as the reference). Where the module is missing (armv7),
+    # the mic is not listened to while the speaker plays, plus echo_tail_ms.
+    echo_cancel: bool = False
+    # WebRTC noise suppression on the mic: "off", "low", "moderate", "high", "very_high".
+    noise_suppression: Literal["off", "low", "moderate", "high", "very_high"] = "off"
+    # WebRTC automatic gain on the mic (a voice across the room gets louder).
+    auto_gain: bool = False
+    # Without echo cancellation: how long after the speaker stops the mic
+    # still hears the room's echo of it (and is not listened to hands-free).
+    echo_tail_ms: int = 300
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    # A wake word beside the button: "okay_nabu", "alexa", "hey_mycroft",
+    # "hey_jarvis" (built into pymicro-wakeword), or the path of a
+    # microWakeWord model's JSON. Empty: no wake word (the button only).
+    model: str = ""
+    # After an answer, listen this many seconds for a follow-up without the
+    # wake word (0 = off).
+    follow_up_s: float = 0.0
+    # A hands-free turn ends after this much quiet once speech was heard,
+    # counted from when the speech detector lets go (it holds on ~0.6 s
+    # after the voice stops by itself).
+    end_silence_s: float = 0.3
+    # A hands-free turn in which nobody speaks ends after this long.
+    no_speech_s: float = 4.0
+    # A hands-free turn ends after this long, whatever is still said.
+    max_turn_s: float = 30.0
+    # With audio.echo_cancel: speech while the model talks interrupts it.
+    barge_in: bool = True
+    # Detection threshold 0..1 replacing the model's own (0 = the model's).
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    # Short sounds through the speaker: the wake word was heard ...
+    wake: bool = True
+    # ... a hands-free turn stopped listening (end of speech) ...
+    listen_end: bool = True
+    # ... the daemon went into the error state ...
+    error: bool = False
+    # ... the link to Gemini was lost / is back.
+    link: bool = False
+    # Loudness of the sounds, 0..1 of full scale (the speaker volume applies too).
+    level: float = 0.3
+
+
+@dataclass(frozen=True)
+class MuteConfig:
+    # A mute switch (GPIO, BCM number; -1 = none): while it is closed the
+    # device hears nothing, no wake word, no audio goes up.
+    pin: int = -1
+    pull_up: bool = True
+    # "switch": muted while closed. "button": each press toggles mute.
+    mode: Literal["switch", "button"] = "switch"
+
+
+@dataclass(frozen=True)
+class VolumeConfig:
+    # Buttons that step the volume (BCM numbers; -1 = none).
+    up_pin: int = -1
+    down_pin: int = -1
+    pull_up: bool = True
+    # Percent per press.
+    step: int = 10
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    # Commands run on events, split like a shell would but run without one,
+    # as the service user, each bounded by timeout_s. The event's detail is
+    # the last argument; EDGE_EVENT, EDGE_DETAIL (and EDGE_STATE,
+    # EDGE_PREV_STATE for state) are in the environment. Empty: none.
+    state: str = ""
+    wake: str = ""
+    mute: str = ""
+    volume: str = ""
+    error: str = ""
+    link: str = ""
+    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -201,6 +292,8 @@ class RelayToolConfig:
 class ToolsConfig:
     led: tuple[LedToolConfig, ...] = ()
     relay: tuple[RelayToolConfig, ...] = ()
+    # Remote tools: a function that publishes to the MQTT broker ([mqtt] host).
+    mqtt: tuple[MqttToolConfig, ...] = ()
     # A tool call that takes longer is answered with an error.
     timeout_s: float = 5.0
     # Declare hardware tools NON_BLOCKING (the model keeps talking while they
@@ -223,6 +316,73 @@ class CameraConfig:
     only_while_talking: bool = True
     max_side: int = 1024
     jpeg_quality: int = 75
+    # As audio.device_retry_max_s and audio.device_grace_s, for the camera.
+    device_retry_max_s: float = 30.0
+    device_grace_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class MqttParameterConfig:
+    """One parameter of a remote tool, in the hardware tools' schema words."""
+
+    name: str
+    type: Literal["STRING", "INTEGER", "NUMBER", "BOOLEAN"]
+    description: str
+    enum: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class MqttToolConfig:
+    """A function the model may call that publishes to the broker: "turn off
+    the kitchen lights" reaching a Zigbee2MQTT or Home Assistant entity."""
+
+    name: str
+    description: str
+    # Where to publish and what: {param} takes a parameter's checked value.
+    topic: str
+    payload: str = ""
+    # Every parameter is required: each one fills a placeholder.
+    parameters: tuple[MqttParameterConfig, ...] = ()
+    qos: int = 1
+    retain: bool = False
+    # Read back for the answer: the first message on it after the publish.
+    state_topic: str = ""
+    state_timeout_s: float = 5.0
+    max_calls_per_minute: int = 10
+    # > 0: only within this many seconds of a press of the physical button.
+    require_recent_press_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    # The broker. Empty: no MQTT at all (not even imported).
+    host: str = ""
+    port: int = 1883
+    username: str = ""
+    # A file holding only the password; empty: the systemd credential
+    # mqtt-password, if there is one. Never the password itself.
+    password_file: str = ""
+    tls: bool = False
+    # With tls: the CA that signed the broker's certificate (empty: the system's).
+    ca_file: str = ""
+    # Empty: "edge-daemon-<node_id>".
+    client_id: str = ""
+    # This device among others on the broker. Empty: the host name, in [a-z0-9_].
+    node_id: str = ""
+    # Empty: "edge-daemon/<node_id>".
+    base_topic: str = ""
+    discovery_prefix: str = "homeassistant"
+    # Announce the entities to Home Assistant (MQTT discovery).
+    discovery: bool = True
+    keepalive_s: int = 30
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    # How long a listening turn started over MQTT stays open.
+    listen_s: float = 5.0
+    # The diagnostic counters are published at most this often.
+    diagnostics_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +397,12 @@ class Config:
     status_led: StatusLedConfig = field(default_factory=StatusLedConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    mute: MuteConfig = field(default_factory=MuteConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
     # The file this came from ("" for built-in defaults): error messages name it.
     source: str = ""
     # Dotted keys the file (or with_overrides) set, as opposed to defaults:
@@ -249,6 +415,7 @@ API_KEY_ENV = "GEMINI_API_KEY"
 EPHEMERAL_TOKEN_ENV = "GEMINI_EPHEMERAL_TOKEN"
 CONFIG_ENV = "EDGE_DAEMON_CONFIG"
 CREDENTIAL_NAME = "gemini-api-key"
+MQTT_CREDENTIAL_NAME = "mqtt-password"
 
 # Config fields the loader fills in itself; a TOML file may not set them.
 _INTERNAL = frozenset({"source", "explicit"})
@@ -256,6 +423,10 @@ _INTERNAL = frozenset({"source", "explicit"})
 _SECRET_ADVICE = (
     "the API key must come from $GEMINI_API_KEY, gemini.api_key_file or the systemd "
     f"credential {CREDENTIAL_NAME}, never from the TOML file"
+)
+_MQTT_SECRET_ADVICE = (
+    "the MQTT password must come from mqtt.password_file or the systemd credential "
+    f"{MQTT_CREDENTIAL_NAME}, never from the TOML file"
 )
 # Google API keys start with "AIza"; ephemeral tokens are named "auth_tokens/...".
 # Values like these are never echoed back, wherever they were typed.
@@ -358,6 +529,8 @@ _RANGES: dict[str, _Range] = {
     "audio.volume": _Range(0, 2),
     "audio.preroll_ms": _Range(0, 2000),
     "audio.max_turn_s": _Range(5, 3600),
+    "audio.device_retry_max_s": _Range(1, 3600),
+    "audio.device_grace_s": _Range(0, 86400),
     "button.pin": _Range(0, 27),  # the BCM GPIO numbers on a Pi header
     "button.bounce_s": _NON_NEGATIVE,
     "button.min_press_s": _NON_NEGATIVE,
@@ -388,6 +561,30 @@ _RANGES: dict[str, _Range] = {
     "camera.height": _Range(16, 4096),
     "camera.max_side": _Range(16, 1024),
     "camera.jpeg_quality": _Range(10, 95),
+    "camera.device_retry_max_s": _Range(1, 3600),
+    "camera.device_grace_s": _Range(0, 86400),
+    "mqtt.port": _Range(1, 65535),
+    "mqtt.keepalive_s": _Range(5, 3600),
+    "mqtt.backoff_initial_s": _POSITIVE,
+    "mqtt.backoff_max_s": _Range(0, 3600, lo_exclusive=True),
+    "mqtt.listen_s": _Range(0, 60, lo_exclusive=True),
+    "mqtt.diagnostics_interval_s": _Range(1, 3600),
+    "tools.mqtt.qos": _Range(0, 2),
+    "tools.mqtt.state_timeout_s": _Range(0, 60, lo_exclusive=True),
+    "tools.mqtt.max_calls_per_minute": _Range(1, 600),
+    "tools.mqtt.require_recent_press_s": _Range(0, 3600),
+    "audio.echo_tail_ms": _Range(0, 2000),
+    "wake.follow_up_s": _Range(0, 60),
+    "wake.end_silence_s": _Range(0, 5),
+    "wake.no_speech_s": _Range(0.5, 30),
+    "wake.max_turn_s": _Range(1, 300),
+    "wake.threshold": _Range(0, 1),
+    "feedback.level": _Range(0, 1),
+    "mute.pin": _Range(-1, 27),
+    "volume.up_pin": _Range(-1, 27),
+    "volume.down_pin": _Range(-1, 27),
+    "volume.step": _Range(1, 50),
+    "hooks.timeout_s": _Range(0.1, 300),
 }
 
 
@@ -431,6 +628,19 @@ def _socket_path(text: str) -> str | None:
     return text if text and "\0" not in text and len(os.fsencode(text)) <= 107 else None
 
 
+# The wake word models pymicro-wakeword ships; anything else is a JSON path.
+WAKE_MODELS = ("okay_nabu", "alexa", "hey_mycroft", "hey_jarvis")
+
+
+def _wake_model(text: str) -> str | None:
+    text = text.strip()
+    if not text or text in WAKE_MODELS:
+        return text
+    # A custom model is named by its JSON (microWakeWord's format), which
+    # names the .tflite beside it; the file itself is checked at start-up.
+    return text if text.endswith(".json") and "\0" not in text else None
+
+
 # Names the hardware tools may not take: other tools the daemon declares.
 RESERVED_TOOL_NAMES = frozenset({"get_device_states", "take_photo"})
 _FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -447,9 +657,51 @@ def _tool_name(text: str) -> str | None:
     return text if ok else None
 
 
+def _mqtt_host(text: str) -> str | None:
+    # A name or an address, as a socket takes it: "mqtt://host" or "host:1883"
+    # would fail only at connect time, with a less useful error.
+    return text if re.fullmatch(r"[A-Za-z0-9._-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*", text) else None
+
+
+def _topic_prefix(text: str) -> str | None:
+    # A topic that others are put under: no wildcards, no empty levels, no $.
+    ok = (
+        re.fullmatch(r"[^+#\x00-\x1f]{1,128}", text)
+        and "" not in text.split("/")
+        and not text.startswith("$")
+    )
+    return text if ok else None
+
+
+def _node_id(text: str) -> str | None:
+    return text if re.fullmatch(r"[A-Za-z0-9_-]{0,64}", text) else None
+
+
+def _printable(text: str) -> str | None:
+    return text if re.fullmatch(r"[\x21-\x7e]{0,128}", text) else None
+
+
+def _parameter_name(text: str) -> str | None:
+    return text if _FUNCTION_NAME.fullmatch(text) else None
+
+
+_TOPIC_WORDS = "a topic: no +, #, empty levels or leading $, at most 128 characters"
+
 _STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
     "tools.led.name": (_TOOL_NAME_WORDS, _tool_name),
     "tools.relay.name": (_TOOL_NAME_WORDS, _tool_name),
+    "tools.mqtt.name": (_TOOL_NAME_WORDS, _tool_name),
+    "tools.mqtt.description": ("a description of what the function does", lambda s: s or None),
+    "tools.mqtt.parameters.name": (
+        "a parameter name: a letter or _, then letters, digits or _",
+        _parameter_name,
+    ),
+    "tools.mqtt.parameters.description": ("a description of the parameter", lambda s: s or None),
+    "mqtt.host": ("a host name or IP address (no mqtt://, no :port), or empty", _mqtt_host),
+    "mqtt.node_id": ("letters, digits, _ or - (at most 64), or empty", _node_id),
+    "mqtt.base_topic": (_TOPIC_WORDS + ", or empty", lambda s: s if not s else _topic_prefix(s)),
+    "mqtt.discovery_prefix": (_TOPIC_WORDS, _topic_prefix),
+    "mqtt.client_id": ("printable ASCII without spaces, at most 128, or empty", _printable),
     "gemini.endpoint": ("a ws:// or wss:// URL, or an empty string", _endpoint),
     "gemini.model": (f"a model name such as {DEFAULT_MODEL!r}", _model),
     "gemini.voice": ("a voice name such as 'Kore'", lambda s: s or None),
@@ -459,6 +711,18 @@ _STRING_RULES: dict[str, tuple[str, Callable[[str], str | None]]] = {
         "a command line split like a shell would (quotes allowed, no pipes), or empty",
         _command,
     ),
+    "wake.model": (
+        f"one of {', '.join(repr(m) for m in WAKE_MODELS)}, the path of a model's "
+        ".json, or empty (no wake word)",
+        _wake_model,
+    ),
+    **{
+        f"hooks.{name}": (
+            "a command line split like a shell would (quotes allowed, no pipes), or empty",
+            _command,
+        )
+        for name in ("state", "wake", "mute", "volume", "error", "link")
+    },
 }
 
 
@@ -487,7 +751,8 @@ def _unknown(file: str, path: str, name: str, value: object, cls: type) -> Confi
         )
     key = _join(path, name)
     if _looks_secret(name):
-        return ConfigError(file, key, "no secret in the config file", problem=_SECRET_ADVICE)
+        advice = _MQTT_SECRET_ADVICE if path == "mqtt" else _SECRET_ADVICE
+        return ConfigError(file, key, "no secret in the config file", problem=advice)
     if path:
         problem = f"unknown key; valid keys in [{path}]: {', '.join(valid)}"
     elif isinstance(value, Mapping):
@@ -549,6 +814,10 @@ def _coerce(tp: Any, value: object, path: str, file: str) -> Any:
     if isinstance(value, str) and _SECRET_VALUE.search(value):
         raise ConfigError(file, path, "no secret in the config file", problem=_SECRET_ADVICE)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        # "float | None": TOML has no null, so None is only ever the default.
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, path, file)
     if origin is Literal:
         # Compare types too: True == 1 must not pass for a Literal[1].
         if any(type(value) is type(a) and value == a for a in args):
@@ -612,6 +881,7 @@ def _check(cfg: Config, file: str) -> None:
     _check_tool_names(cfg, file)
     _check_pins(cfg, file)
     _check_gemini(cfg, file)
+    _check_mqtt(cfg, file)
 
 
 def _check_gemini(cfg: Config, file: str) -> None:
@@ -685,6 +955,126 @@ def _check_gemini(cfg: Config, file: str) -> None:
         )
 
 
+def mqtt_node_id(m: MqttConfig, hostname: str | None = None) -> str:
+    """This device's id on the broker: ``node_id``, else the host name folded
+    into [a-z0-9_] (what Home Assistant's discovery topics allow)."""
+    if m.node_id:
+        return m.node_id
+    name = socket.gethostname() if hostname is None else hostname
+    folded = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+    return folded[:64] or "edge_daemon"
+
+
+def mqtt_base_topic(m: MqttConfig, hostname: str | None = None) -> str:
+    return m.base_topic or f"edge-daemon/{mqtt_node_id(m, hostname)}"
+
+
+def mqtt_client_id(m: MqttConfig, hostname: str | None = None) -> str:
+    return m.client_id or f"edge-daemon-{mqtt_node_id(m, hostname)}"
+
+
+def _check_mqtt(cfg: Config, file: str) -> None:
+    m = cfg.mqtt
+    if m.ca_file and not m.tls:
+        raise ConfigError(file, "mqtt.ca_file", "mqtt.tls = true", problem="a CA file needs tls")
+    if m.password_file and not m.username:
+        raise ConfigError(
+            file,
+            "mqtt.password_file",
+            "mqtt.username",
+            problem="a password needs a user name (mqtt.username)",
+        )
+    if m.backoff_initial_s > m.backoff_max_s:
+        _fail(
+            file,
+            "mqtt.backoff_initial_s",
+            f"a number no greater than mqtt.backoff_max_s ({m.backoff_max_s:g})",
+            m.backoff_initial_s,
+        )
+    if cfg.tools.mqtt and not m.host:
+        raise ConfigError(
+            file,
+            "tools.mqtt",
+            "[mqtt] host",
+            problem="remote tools publish to a broker: set mqtt.host",
+        )
+    # A remote tool must not drive this daemon itself, nor rewrite discovery.
+    ours = [f"{m.discovery_prefix}/", f"{mqtt_base_topic(m)}/"]
+    for i, tool in enumerate(cfg.tools.mqtt):
+        _check_remote_tool(tool, f"tools.mqtt[{i}]", file, ours)
+
+
+def _check_remote_tool(tool: MqttToolConfig, path: str, file: str, ours: list[str]) -> None:
+    """The remote tool's declaration is what the hardware tools' validator
+    holds calls to, and its templates can only ever make one plain topic and
+    (for JSON) a payload that parses."""
+    from .tools import template
+    from .tools.schema import check_declaration
+
+    props: dict[str, dict[str, Any]] = {}
+    for j, param in enumerate(tool.parameters):
+        key = f"{path}.parameters[{j}]"
+        if param.name in props:
+            raise ConfigError(file, f"{key}.name", "a name no other parameter has", got=param.name)
+        prop: dict[str, Any] = {"type": param.type, "description": param.description}
+        if param.enum:
+            prop["enum"] = list(param.enum)
+        for bound in ("minimum", "maximum"):
+            if getattr(param, bound) is not None:
+                prop[bound] = getattr(param, bound)
+        props[param.name] = prop
+    decl: dict[str, Any] = {"name": tool.name, "description": tool.description}
+    if props:
+        decl["parameters"] = {"type": "OBJECT", "properties": props, "required": list(props)}
+    try:
+        check_declaration(decl)
+    except ValueError as exc:
+        raise ConfigError(
+            file,
+            f"{path}.parameters",
+            "parameters the tool validator understands",
+            problem=str(exc),
+        ) from None
+    for key in ("topic", "state_topic"):
+        text = getattr(tool, key)
+        if key == "state_topic" and not text:
+            continue
+        shape = template.PLACEHOLDER.sub("x", text)
+        problem = template.topic_problem(shape)
+        if not problem and any(shape.startswith(p) for p in ours):
+            problem = "is one of this daemon's own topics (discovery prefix or base topic)"
+        for name in template.placeholders(text):
+            if name not in props:
+                problem = f"names {{{name}}}, which is not a parameter"
+                break
+            why = template.topic_value_problem(props[name])
+            if why:
+                problem = f"takes {{{name}}}, but {why}"
+                break
+        if problem:
+            raise ConfigError(file, f"{path}.{key}", "a topic to publish to", problem=problem)
+    for name in template.placeholders(tool.payload):
+        if name not in props:
+            raise ConfigError(
+                file,
+                f"{path}.payload",
+                "placeholders that name parameters",
+                problem=f"names {{{name}}}, which is not a parameter",
+            )
+    left = template.unused(props, tool.topic, tool.payload, tool.state_topic)
+    if left:
+        raise ConfigError(
+            file,
+            f"{path}.parameters",
+            "every parameter used in topic, payload or state_topic",
+            problem=f"{', '.join(left)} fill(s) no placeholder",
+        )
+    try:
+        template.render_payload(tool.payload, template.sample_args(props))
+    except ValueError as exc:
+        raise ConfigError(file, f"{path}.payload", "a payload template", problem=str(exc)) from None
+
+
 def _tool_entries(cfg: Config) -> Iterator[tuple[str, LedToolConfig | RelayToolConfig]]:
     for kind, entries in (("led", cfg.tools.led), ("relay", cfg.tools.relay)):
         for i, entry in enumerate(entries):
@@ -693,7 +1083,8 @@ def _tool_entries(cfg: Config) -> Iterator[tuple[str, LedToolConfig | RelayToolC
 
 def _check_tool_names(cfg: Config, file: str) -> None:
     seen: dict[str, str] = {}
-    for path, entry in _tool_entries(cfg):
+    remote = ((f"tools.mqtt[{i}]", entry) for i, entry in enumerate(cfg.tools.mqtt))
+    for path, entry in (*_tool_entries(cfg), *remote):
         if entry.name in seen:
             raise ConfigError(
                 file,
@@ -714,6 +1105,15 @@ def _check_pins(cfg: Config, file: str) -> None:
     elif led.kind != "none":
         used.append(("status_led.pin", led.pin))
     used += [(f"{path}.pin", entry.pin) for path, entry in _tool_entries(cfg)]
+    used += [
+        (key, pin)
+        for key, pin in (
+            ("mute.pin", cfg.mute.pin),
+            ("volume.up_pin", cfg.volume.up_pin),
+            ("volume.down_pin", cfg.volume.down_pin),
+        )
+        if pin >= 0  # -1: not wired
+    ]
     owner: dict[int, str] = {}
     for key, pin in used:
         if pin in owner:
@@ -778,7 +1178,12 @@ def load_config(
 
 def _as_data(obj: object) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {name: _as_data(getattr(obj, name)) for name in _settable(type(obj))}
+        # None is a key left out (TOML has no null).
+        return {
+            name: _as_data(getattr(obj, name))
+            for name in _settable(type(obj))
+            if getattr(obj, name) is not None
+        }
     return [_as_data(v) for v in obj] if isinstance(obj, tuple) else obj
 
 
@@ -943,6 +1348,37 @@ def resolve_secret(cfg: Config, env: Mapping[str, str] | None = None) -> Secret 
         source = f"systemd credential {CREDENTIAL_NAME}"
         if path.exists():
             return _secret(_read_secret(path, "", None, f"{source} ({path})"), source, "", None)
+    return None
+
+
+def resolve_mqtt_password(cfg: Config, env: Mapping[str, str] | None = None) -> Secret | None:
+    """The MQTT password: ``mqtt.password_file`` (relative to the config file),
+    else ``$CREDENTIALS_DIRECTORY/mqtt-password``. Empty counts as absent; a
+    configured file that cannot be read is a ConfigError, without its content."""
+    env = os.environ if env is None else env
+    candidates: list[tuple[Path, str, str, str | None]] = []
+    if cfg.mqtt.password_file:
+        base = Path(cfg.source).parent if cfg.source else Path()
+        path = base / cfg.mqtt.password_file
+        candidates.append((path, f"file {path}", cfg.source, "mqtt.password_file"))
+    if env.get("CREDENTIALS_DIRECTORY"):
+        path = Path(env["CREDENTIALS_DIRECTORY"], MQTT_CREDENTIAL_NAME)
+        if path.exists():
+            candidates.append((path, f"systemd credential {MQTT_CREDENTIAL_NAME}", "", None))
+    for path, source, file, key in candidates:
+        text = _read_secret(path, file, key, source if key is None else str(path))
+        value = text.rstrip("\r\n")
+        if not value.strip():
+            continue
+        # Any printable text (a password may be Unicode), on one line.
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ConfigError(
+                file,
+                key,
+                "only the password, on one line",
+                problem=f"the password from {source} is not one line of printable text",
+            )
+        return Secret(value, source)
     return None
 
 

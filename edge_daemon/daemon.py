@@ -13,7 +13,10 @@ is wired here:
 - tool_runner.py: tool calls, cancellations, repeated ids and the outbox;
 - session_watch.py: when a connection ends (stop, goAway, stall);
 - commands.py: the command dispatch (``ctl``) and ``status``;
-- session_setup.py: the setup message.
+- session_setup.py: the setup message;
+- hands_free.py: the wake word, follow-up and voice barge-in turn source
+  (its pipeline stages built by voice_setup.py);
+- feedback.py, hooks.py, volume.py: earcons, hook commands, the volume.
 """
 
 from __future__ import annotations
@@ -29,15 +32,20 @@ from typing import Any
 from . import trace
 from .audio.base import Microphone, Speaker
 from .camera import Camera, FrameTicker
-from .commands import Commands, StatusProvider, VirtualButton
+from .commands import Commands, Devices, StatusProvider, VirtualButton
 from .config import Config
 from .counters import Counters
+from .device_health import DeviceBoard
+from .feedback import Feedback
+from .hands_free import HandsFree
+from .hooks import Hooks
 from .live import messages as m
 from .live.reconnect import Link, LinkSettings, LinkState, SessionEnd
 from .live.session import LiveSession
 from .sender import Sender
 from .session_setup import setup_message
 from .session_watch import SessionWatch
+from .state import state_dir
 from .state_machine import State, StateMachine
 from .tool_runner import ToolRunner
 from .tools.registry import ToolRegistry
@@ -45,6 +53,9 @@ from .transcripts import Transcripts, log_transcript
 from .turn import Turn
 from .turn_outcome import TurnOutcomes
 from .voice import MicPipeline
+from .voice_setup import build_detectors, hands_free_wanted
+from .volume import FILE_NAME as VOLUME_FILE
+from .volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,7 @@ class Daemon(StateMachine):
         link_settings: LinkSettings,
         tools: ToolRegistry | None = None,
         camera: Camera | None = None,
+        device_health: DeviceBoard | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -68,15 +80,43 @@ class Daemon(StateMachine):
         self.speaker = speaker
         self.tools = tools or ToolRegistry()
         self.camera = camera
+        # Which devices are up, down (being reopened) or off: `ctl status`,
+        # the status LED and sd_notify show it; the states above do not
+        # change for it (typed turns and tools work without a microphone).
+        self.device_health = device_health or DeviceBoard()
         self.counters = Counters()
         chunk_s = cfg.audio.chunk_ms / 1000.0
+        detectors, no_echo_cancel = build_detectors(cfg, speaker)
         self.voice = MicPipeline(
             mic,
             speaker,
             self.counters,
             preroll_chunks=round(cfg.audio.preroll_ms / cfg.audio.chunk_ms),
-            half_duplex=cfg.audio.half_duplex,
+            # Echo cancellation asked for but not available here: half duplex.
+            half_duplex=cfg.audio.half_duplex or no_echo_cancel,
+            detectors=detectors,
         )
+        # Muted: no wake word, no audio up (a switch, `ctl mute on`).
+        self.muted = False
+        self._mute_listeners: list[Callable[[bool], None]] = []
+        self.feedback = Feedback(speaker, cfg.feedback)
+        self.hooks = Hooks(cfg.hooks)
+        self.volume = Volume(
+            speaker,
+            getattr(speaker, "volume", 1.0),
+            state_dir(cfg.state.dir) / VOLUME_FILE,
+        )
+        self.hands_free: HandsFree | None = None
+        if hands_free_wanted(cfg):
+            self.hands_free = HandsFree(
+                self,
+                self.voice,
+                follow_up_s=cfg.wake.follow_up_s,
+                on_wake=self._on_wake,
+                on_listen_end=self.feedback.listen_end,
+            )
+            self.subscribe(self.hands_free.on_state)
+        self.subscribe(self._on_state_feedback)
         # The current user turn's audio is kept until the server shows it heard
         # the turn: a drop in between must not lose what was said.
         self._turn_chunks = max(1, round(cfg.link.offline_buffer_s / chunk_s))
@@ -107,6 +147,11 @@ class Daemon(StateMachine):
         self.status_providers: dict[str, StatusProvider] = {}
         # Set under --simulate: `ctl press` then drives the mock button pin.
         self.virtual_button: VirtualButton | None = None
+        # The LEDs and relays, for the dispatch's "device" command.
+        self.devices: Devices | None = None
+        # When a finger was last on the physical button (time.monotonic()),
+        # for a tool's require_recent_press_s; set where the button is made.
+        self.button_touched: Callable[[], float | None] = lambda: None
         self._stop = asyncio.Event()
         self._model_turn_open = False  # model output started, no turnComplete yet
         self._turn_limit: asyncio.TimerHandle | None = None  # audio.max_turn_s
@@ -117,13 +162,15 @@ class Daemon(StateMachine):
         self.transcripts = Transcripts(
             enabled=cfg.logging.transcripts, turn=lambda: self.counters.turns
         )
+        if self.hands_free is not None:
+            self.hands_free.refresh()
         self.subscribe(self._voice_follows_state)
 
     def _voice_follows_state(self, _old: State, new: State) -> None:
         """With no turn open nothing needs the mic chunk by chunk: it rests
-        (keeping the pre-roll, if it is live) until a press. Half duplex wants
-        the pre-roll cleared of the speaker's sound, so it listens through
-        the model's answer."""
+        (keeping the pre-roll, if it is live) until a press, unless a detector
+        listens (the pipeline knows). Half duplex wants the pre-roll cleared
+        of the speaker's sound, so it listens through the model's answer."""
         if self.turn.open or (self.cfg.audio.half_duplex and new is State.SPEAKING):
             self.voice.wake()
         else:
@@ -158,6 +205,9 @@ class Daemon(StateMachine):
     def _notify_link(self, up: bool) -> None:
         if up is self._link_up:
             return
+        if self._link_up is not None or not up:  # not the first connect: a change
+            self.feedback.link(up)
+            self.hooks.fire("link", "up" if up else "down")
         self._link_up = up
         for listener in list(self._link_listeners):
             try:
@@ -188,12 +238,68 @@ class Daemon(StateMachine):
         ):
             self._set_state(State.RECONNECTING, detail)
 
+    # ------------------------------------------------------------------ feedback, mute
+
+    def _on_state_feedback(self, old: State, new: State) -> None:
+        if new is State.ERROR:
+            self.feedback.error()
+            self.hooks.fire("error", self.link.last_error or "")
+        self.hooks.fire("state", new.value, EDGE_STATE=new.value, EDGE_PREV_STATE=old.value)
+
+    def _on_wake(self, name: str) -> None:
+        self.feedback.wake(name)
+        self.hooks.fire("wake", name)
+
+    def subscribe_mute(self, listener: Callable[[bool], None]) -> None:
+        """``listener(muted)`` on every change (the status LED, MQTT)."""
+        self._mute_listeners.append(listener)
+
+    def set_muted(self, on: bool, source: str = "ctl") -> None:
+        """Muted: the mic is heard by nothing, no wake word, no audio goes up;
+        a turn in progress ends."""
+        if on is self.muted:
+            return
+        self.muted = on
+        self.voice.muted = on
+        if on and self.turn.open:
+            self.release("mute")
+        log.info(
+            "%s (%s)",
+            "muted" if on else "unmuted",
+            source,
+            extra={"EDGE_EVENT": "mute", "EDGE_MUTED": on, "EDGE_SOURCE": source},
+        )
+        if self.hands_free is not None:
+            self.hands_free.refresh()
+        self.feedback.mute(on)
+        self.hooks.fire("mute", "on" if on else "off")
+        for listener in list(self._mute_listeners):
+            try:
+                listener(on)
+            except Exception:
+                log.exception("mute listener failed")
+
+    def set_volume(self, level: int, source: str = "ctl") -> int:
+        """The speaker level, 0..100 (kept across restarts)."""
+        level = self.volume.set(level)
+        self.feedback.volume()
+        self.hooks.fire("volume", str(level))
+        return level
+
     # ------------------------------------------------------------------ turn sources
 
     def press(self, source: str = "button") -> None:
-        """A turn starts (push-to-talk pressed, ctl, the keyboard): open it and
-        cut off the model (barge-in)."""
+        """A turn starts (push-to-talk pressed, ctl, the keyboard, the wake
+        word): open it and cut off the model (barge-in)."""
         if self.turn.open:
+            return
+        if self.muted:
+            log.info(
+                "muted: %s ignored (no audio goes up while muted)",
+                source,
+                extra={"EDGE_EVENT": "press_muted", "EDGE_SOURCE": source},
+            )
+            self.feedback.mute(True)
             return
         if trace.ON:
             trace.event("press", time.monotonic())
@@ -329,11 +435,15 @@ class Daemon(StateMachine):
                 self.tool_runner.cancel_all()
                 self._cancel_finish()
         finally:
+            if self.hands_free is not None:
+                self.hands_free.close()
+            await self.hooks.close()
             await self._run_shutdown_hooks()
             await self.mic.close()
             await self.speaker.close()
             if self.camera is not None:
                 await self.camera.close()
+            self.device_health.close()
 
     def stop(self) -> None:
         self._stop.set()

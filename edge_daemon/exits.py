@@ -17,6 +17,9 @@ USAGE = 2
 UNAVAILABLE = 69
 # EX_SOFTWARE: an internal error, a bug; the message says what, the log has the details.
 SOFTWARE = 70
+# EX_IOERR: a sound device or the camera was gone longer than its grace time
+# (audio.device_grace_s, camera.device_grace_s); a fresh process may find it.
+DEVICE_LOST = 74
 # EX_CONFIG: the config file or the key is wrong; restarting cannot fix it.
 CONFIG = 78
 # 128 + SIGINT: stopped with Ctrl-C.
@@ -29,6 +32,9 @@ MEANINGS: dict[int, str] = {
     USAGE: "bad arguments",
     UNAVAILABLE: "the daemon is not running or its control socket cannot be reached",
     SOFTWARE: "an internal error (a bug): the message says what, the log has the details",
+    DEVICE_LOST: "`run`: a microphone, speaker or camera stalled and did not come back within "
+    "its grace time (`audio.device_grace_s`, `camera.device_grace_s`); systemd restarts the "
+    "service",
     CONFIG: "the config file or the key is wrong: fix it, restarting will not "
     "(systemd does not restart on it)",
     INTERRUPTED: "stopped with Ctrl-C",

@@ -15,12 +15,14 @@ import warnings
 from collections.abc import Callable
 
 from gpiozero.exc import PinFactoryFallback
+from gpiozero.pins import Factory
 
 from .config import Config
 from .daemon import Daemon
 from .hardware.button import PushToTalk
 from .hardware.pins import make_pin_factory, pin_states
 from .hardware.status_led import NOTICE_S, StatusLed
+from .hardware.switches import MuteSwitch, VolumeButtons
 from .tools.hardware import HardwareTools
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,24 @@ class FingerOnButton:
             action()
 
         return touched
+
+
+# The states the status LED gives up to the error pattern while a device is
+# missing: at rest the owner should see that something needs a hand. A turn in
+# progress (a typed one needs no microphone) shows as usual, except listening
+# when there is nothing to listen with.
+_RESTING = frozenset({"starting", "idle", "reconnecting"})
+
+
+def led_state(daemon: Daemon) -> str:
+    """What the status LED shows: the daemon's state, or ``error`` while a
+    device is missing (the state itself stays what it is: ``ctl wait idle``
+    and typed turns go on without a microphone)."""
+    state = daemon.state.value
+    missing = {h.name for h in daemon.device_health.not_up()}
+    if missing and (state in _RESTING or (state == "listening" and "microphone" in missing)):
+        return "error"
+    return state
 
 
 def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
@@ -86,19 +106,32 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
     daemon.add_shutdown_hook(tools.close)
     daemon.subscribe_link(lambda up: tools.link_up() if up else tools.link_down())
     daemon.status_providers["devices"] = tools.states
+    daemon.devices = tools
 
     if cfg.status_led.kind != "none":
         led = StatusLed(cfg.status_led, pins)
-        led.show(daemon.state.value)
-        daemon.subscribe(lambda _old, new: led.show(new.value))
+
+        def show(again: bool = False) -> None:
+            state = led_state(daemon)
+            # Muted shows instead of idle: the one state in which it matters.
+            if daemon.muted and state == "idle":
+                state = "muted"
+            led.show(state, again=again)
+
+        show()
+        daemon.subscribe(lambda _old, _new: show())
+        daemon.device_health.subscribe(lambda _health: show())
+        daemon.subscribe_mute(lambda _muted: show())
 
         def flash(_notice: str) -> None:
             led.flash()
-            loop.call_later(NOTICE_S, lambda: led.show(daemon.state.value, again=True))
+            loop.call_later(NOTICE_S, lambda: show(again=True))
 
         daemon.subscribe_notice(flash)
         daemon.add_shutdown_hook(led.close)
         daemon.status_providers["status_led"] = lambda: {"pattern": led.pattern}
+
+    _attach_switches(daemon, cfg, loop, pins)
 
     try:
         button.start()
@@ -111,6 +144,7 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         )
     else:
         daemon.add_shutdown_hook(button.close)
+        daemon.button_touched = button.last_touch
         if simulate:
             daemon.virtual_button = button
     if simulate:
@@ -126,3 +160,41 @@ def attach_hardware(daemon: Daemon, cfg: Config, *, simulate: bool) -> None:
         " on mock pins" if simulate else "",
         extra={"EDGE_EVENT": "gpio_ready"},
     )
+
+
+def _attach_switches(
+    daemon: Daemon, cfg: Config, loop: asyncio.AbstractEventLoop, pins: Factory | None
+) -> None:
+    """The optional mute switch and volume buttons: a missing one costs its
+    function, never the daemon."""
+    if cfg.mute.pin >= 0:
+        try:
+            mute = MuteSwitch(
+                cfg.mute,
+                loop,
+                lambda on: daemon.set_muted(on, "switch"),
+                lambda: daemon.muted,
+                pins,
+            )
+            mute.start()
+        except Exception as exc:
+            log.error(
+                "mute switch on GPIO%d unavailable: %s",
+                cfg.mute.pin,
+                exc,
+                extra={"EDGE_EVENT": "gpio_missing"},
+            )
+        else:
+            daemon.add_shutdown_hook(mute.close)
+    if cfg.volume.up_pin >= 0 or cfg.volume.down_pin >= 0:
+        try:
+            buttons = VolumeButtons(
+                cfg.volume,
+                loop,
+                lambda delta: daemon.set_volume(daemon.volume.level + delta, "button"),
+                pins,
+            )
+        except Exception as exc:
+            log.error("volume buttons unavailable: %s", exc, extra={"EDGE_EVENT": "gpio_missing"})
+        else:
+            daemon.add_shutdown_hook(buttons.close)

@@ -63,6 +63,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def why_now(env: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """When it runs: systemd gives ExecStopPost= the way the daemon ended
+    ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS); else it runs before a start
+    (ExecStartPre=) or by hand."""
+    env = os.environ if env is None else env
+    result = env.get("SERVICE_RESULT")
+    if not result:
+        return "start"
+    return f"stop:{result}:{env.get('EXIT_CODE', '')}:{env.get('EXIT_STATUS', '')}"
+
+
 def drive_off(cfg: Config, *, simulate: bool) -> int:
     """Claim every output at its off level; the number that failed."""
     from gpiozero import OutputDevice
@@ -71,6 +82,7 @@ def drive_off(cfg: Config, *, simulate: bool) -> int:
     from .hardware.pins import for_outputs, make_pin_factory
 
     failed = 0
+    cause = why_now()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PinFactoryFallback)
         try:
@@ -107,17 +119,19 @@ def drive_off(cfg: Config, *, simulate: bool) -> int:
                 )
                 continue
             log.info(
-                "safe state: %s %s on GPIO%d off (pin %s, %s)",
+                "safe state: %s %s on GPIO%d off (pin %s, %s) [%s]",
                 out.kind,
                 out.name,
                 out.pin,
                 "high" if out.off_level else "low",
                 "active-high" if out.active_high else "active-low",
+                cause,
                 extra={
                     "EDGE_EVENT": "safe_state",
                     "EDGE_TOOL": out.name,
                     "EDGE_PIN": out.pin,
                     "EDGE_LEVEL": out.off_level,
+                    "EDGE_CAUSE": cause,
                 },
             )
     return failed

@@ -13,18 +13,22 @@ import signal
 from . import exits, systemd
 from .audio import open_audio
 from .audio.base import AudioConfigError, Microphone, Speaker
-from .camera import Camera, CameraConfigError, open_camera
+from .audio.recovery import RecoveringMicrophone, open_recovering_pyaudio
+from .camera import Camera, open_camera
+from .camera.recovery import RecoveringCamera
 from .config import (
     Config,
     ConfigError,
     Secret,
     cleartext_to_remote,
     default_endpoint,
+    resolve_mqtt_password,
     resolve_secret,
     with_overrides,
 )
 from .control import ControlServer, default_user_socket
 from .daemon import Daemon, State
+from .device_health import DeviceBoard, DeviceHealth
 from .hardware_setup import attach_hardware
 from .keyboard import keyboard_toggle
 from .live.handle_store import FILE_NAME as HANDLE_FILE
@@ -32,8 +36,10 @@ from .live.handle_store import HandleStore
 from .live.reconnect import LinkSettings
 from .live.session import Credentials
 from .live.tokens import TokenLimits, TokenSource
+from .mqtt_setup import attach_mqtt, log_if_dead, stop_mqtt
 from .state import state_dir, user_state_dir
 from .tools.photo import take_photo_tool
+from .voice_setup import VoiceSetupError
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +112,12 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     fake = None
     try:
         secret = resolve_secret(cfg)
+        mqtt_password = resolve_mqtt_password(cfg) if cfg.mqtt.host else None
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
+    if mqtt_password is not None:
+        systemd.redact(mqtt_password.reveal())
     url = cfg.gemini.endpoint
     if simulate and not url:
         from .fake_gemini import FakeGemini
@@ -137,15 +146,32 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         systemd.redact(secret.reveal())
         log.info("API key from %s", secret.source, extra={"EDGE_EVENT": "key_source"})
 
-    camera = open_devices_camera(cfg)
-    mic, speaker = open_devices_audio(cfg)
-    daemon = Daemon(
-        cfg,
-        mic=mic,
-        speaker=speaker,
-        link_settings=link_settings(cfg, url, secret),
-        camera=camera,
-    )
+    devices = DeviceBoard()
+    camera = open_devices_camera(cfg, devices)
+    mic, speaker = open_devices_audio(cfg, devices)
+    try:
+        daemon = Daemon(
+            cfg,
+            mic=mic,
+            speaker=speaker,
+            link_settings=link_settings(cfg, url, secret),
+            camera=camera,
+            device_health=devices,
+        )
+    except VoiceSetupError as exc:
+        # A wake word model that does not load, or a missing package: a
+        # restart cannot fix it (the unit does not restart on 78).
+        log.error("%s", exc, extra={"EDGE_EVENT": "voice_failed"})
+        await mic.close()
+        await speaker.close()
+        if camera is not None:
+            await camera.close()
+        if fake is not None:
+            await fake.stop()
+        return EXIT_CONFIG
+    if isinstance(mic, RecoveringMicrophone):
+        # Never reopen the microphone under a turn (to let PortAudio find the speaker).
+        mic.pair.mic_in_use = lambda: daemon.talking
     if camera is not None and cfg.tools.take_photo:
         daemon.tools.add(
             take_photo_tool(
@@ -157,19 +183,46 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
         )
 
     ready = False
+    exit_status = exits.OK
+
+    def show_status() -> None:
+        # In `systemctl status`: the state, for an error what to fix, and
+        # any device that is missing.
+        new = daemon.state
+        detail = f": {systemd.scrub(daemon.link.last_error)}" if new is State.ERROR else ""
+        missing = devices.summary()
+        systemd.notify_status(f"{new.value}{detail}" + (f"; {missing}" if missing else ""))
 
     def on_state(_old: State, new: State) -> None:
         nonlocal ready
-        # In `systemctl status`: the state, and for an error what to fix.
-        detail = f": {systemd.scrub(daemon.link.last_error)}" if new is State.ERROR else ""
-        systemd.notify_status(f"{new.value}{detail}")
+        show_status()
         # Ready once a session is set up, or once it is clear the daemon will
         # keep trying on its own (so `systemctl start` does not hang offline).
         if not ready and new is not State.STARTING:
             ready = True
             systemd.notify("READY=1")
 
+    def device_lost(health: DeviceHealth) -> None:
+        nonlocal exit_status
+        if exit_status != exits.OK:
+            return
+        log.error(
+            "%s missing for %g s (%s.device_grace_s): exiting with status %d so that "
+            "systemd restarts the service; the last error: %s",
+            health.name,
+            health.grace_s,
+            "camera" if health.name == "camera" else "audio",
+            exits.DEVICE_LOST,
+            health.reason,
+            extra={"EDGE_EVENT": "device_gone", "EDGE_DEVICE": health.name},
+        )
+        exit_status = exits.DEVICE_LOST
+        systemd.notify("STOPPING=1")
+        daemon.stop()
+
     daemon.subscribe(on_state)
+    devices.subscribe(lambda _health: show_status())
+    devices.on_expired(device_lost)
 
     def toggle() -> None:
         (daemon.release if daemon.status()["talking"] else daemon.press)("keyboard")
@@ -200,11 +253,16 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
             await fake.stop()
         return EXIT_CONFIG
     attach_hardware(daemon, cfg, simulate=simulate)
+    bridge = attach_mqtt(daemon, cfg, mqtt_password)
     watchdog: asyncio.Task[None] | None = None
+    mqtt_task: asyncio.Task[None] | None = None
     try:
         interval = systemd.watchdog_interval_s()
         if interval:
             watchdog = loop.create_task(systemd.watchdog_loop(interval), name="watchdog")
+        if bridge is not None:
+            mqtt_task = loop.create_task(bridge.run(), name="mqtt")
+            mqtt_task.add_done_callback(log_if_dead)
         use_keys = cfg.control.keyboard
         with keyboard_toggle(loop, toggle) if use_keys else contextlib.nullcontext(False) as keys:
             if keys:
@@ -213,13 +271,15 @@ async def run_service(cfg: Config, *, simulate: bool) -> int:
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if bridge is not None and mqtt_task is not None:
+            await stop_mqtt(bridge, mqtt_task)
         await control.close()
         if fake is not None:
             await fake.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped", extra={"EDGE_EVENT": "stopped"})
-    return 0
+    return exit_status
 
 
 def photo_refusal(cfg: Config, daemon: Daemon) -> str:
@@ -230,39 +290,55 @@ def photo_refusal(cfg: Config, daemon: Daemon) -> str:
     return ""
 
 
-def open_devices_camera(cfg: Config) -> Camera | None:
-    """The configured camera, or None: a broken camera costs the eyes, not the voice."""
-    try:
-        return open_camera(cfg.camera)
-    except CameraConfigError as exc:
-        log.error(
-            "camera disabled: %s",
-            exc,
-            extra={"EDGE_EVENT": "device_missing", "EDGE_DEVICE": "camera"},
-        )
+def open_devices_camera(cfg: Config, devices: DeviceBoard) -> Camera | None:
+    """The configured camera (None for none), reopened whenever it goes away:
+    a broken camera costs the eyes, not the voice. It opens when the daemon
+    starts it."""
+    c = cfg.camera
+    if c.backend == "none":
         return None
 
+    def make() -> Camera:
+        camera = open_camera(c)
+        assert camera is not None  # backend is not "none"
+        return camera
 
-def open_devices_audio(cfg: Config) -> tuple[Microphone, Speaker]:
-    """The configured mic and speaker. If they cannot be opened (a USB card
-    unplugged, a wrong name), the daemon still runs without sound, so typed
-    turns, tools and the control socket keep working, and says what to fix."""
+    health = devices.add("camera", c.device_grace_s, c.device_retry_max_s)
+    return RecoveringCamera(make, health, retry_max_s=c.device_retry_max_s)
+
+
+def open_devices_audio(cfg: Config, devices: DeviceBoard) -> tuple[Microphone, Speaker]:
+    """The configured mic and speaker. Real devices (``pyaudio``) open when the
+    daemon starts them, and whichever is missing, then or later, is reopened
+    with backoff; meanwhile typed turns, tools and the control socket keep
+    working. A WAV file that cannot be used means no sound until the config
+    is fixed."""
     a = cfg.audio
+    if a.backend == "pyaudio":
+        pair = open_recovering_pyaudio(
+            devices,
+            chunk_ms=a.chunk_ms,
+            input_device=a.input_device,
+            output_device=a.output_device,
+            volume=a.volume,
+            grace_s=a.device_grace_s,
+            retry_max_s=a.device_retry_max_s,
+        )
+        return pair.mic, pair.speaker
     try:
         return open_audio(
             a.backend,
             input_wav=a.input_wav,
             output_wav=a.output_wav,
             chunk_ms=a.chunk_ms,
-            input_device=a.input_device,
-            output_device=a.output_device,
             volume=a.volume,
         )
     except AudioConfigError as exc:
         log.error(
-            "audio unavailable, running without sound until restarted: %s",
+            "audio unavailable, running without sound until the config is fixed and the "
+            "service restarted: %s",
             exc,
-            extra={"EDGE_EVENT": "device_missing", "EDGE_DEVICE": "audio"},
+            extra={"EDGE_EVENT": "device_off", "EDGE_DEVICE": "audio"},
         )
         return open_audio("null", chunk_ms=a.chunk_ms)
 

@@ -201,12 +201,37 @@ class FieldsFormatter(logging.Formatter):
         return f"{line}  {' '.join(fields)}" if fields else line
 
 
+class _JournalOrStderr(logging.Handler):
+    """The journal's native protocol (structured fields), and stderr when it
+    cannot be reached (a unit without AF_UNIX, journald restarting): under
+    systemd stderr is the journal's stream too, so the message still lands,
+    as text."""
+
+    def __init__(self, journal: logging.Handler) -> None:
+        super().__init__()
+        self._journal = journal
+        self._stderr = logging.StreamHandler(sys.stderr)
+        self._stderr.setFormatter(FieldsFormatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._journal.emit(record)
+        except Exception:
+            self._stderr.emit(record)
+
+
 def _journal_handler() -> logging.Handler | None:
     try:
         from systemd.journal import JournalHandler
     except ImportError:
         return None
-    return JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    journal = JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    journal.handleError = _reraise  # type: ignore[method-assign]  # let the wrapper fall back
+    return _JournalOrStderr(journal)
+
+
+def _reraise(record: logging.LogRecord) -> None:
+    raise  # called from inside JournalHandler.emit's except block: the error goes on up
 
 
 def stderr_is_journal(env: Mapping[str, str] | None = None, fd: int = 2) -> bool:
@@ -278,6 +303,12 @@ class _Writer(logging.handlers.QueueListener):
 
 
 _listener: _Writer | None = None
+_target = "stderr"  # where configure_logging sent the records
+
+
+def log_target() -> str:
+    """"journal" or "stderr": where records go since configure_logging."""
+    return _target
 
 
 def stop_logging() -> None:
@@ -293,8 +324,11 @@ def configure_logging(level: str = "info", target: str = "auto") -> str:
 
     Records are prepared (fields, session id, secrets scrubbed) in the thread
     that logs them, then written by a thread of their own."""
-    global _listener
+    global _listener, _target
     stop_logging()
+    # A journal that cannot be written to (no AF_UNIX in a sandbox, journald
+    # gone) must not print tracebacks: the record is lost, the daemon goes on.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -321,6 +355,7 @@ def configure_logging(level: str = "info", target: str = "auto") -> str:
     _listener = _Writer(front.queue, handler)  # type: ignore[arg-type]
     _listener.start()
     atexit.register(stop_logging)
+    _target = where
     # Library chatter (frames, pings) never above debug, and never the
     # handshake headers, which carry the API key.
     for noisy in ("websockets", "asyncio"):

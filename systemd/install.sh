@@ -13,15 +13,19 @@ readonly VENV=$PREFIX/venv
 readonly CONF_DIR=/etc/edge-daemon
 readonly CONFIG=$CONF_DIR/config.toml
 readonly KEY_FILE=$CONF_DIR/gemini-api-key
+readonly MQTT_PASSWORD_FILE=$CONF_DIR/mqtt-password
 readonly STATE_DIR=/var/lib/edge-daemon
 readonly UNIT=/etc/systemd/system/$SERVICE.service
 readonly DROPIN_DIR=/etc/systemd/system/$SERVICE.service.d
 readonly COMMAND_LINK=/usr/local/bin/edge-daemon
 # The system's Python, not whatever `python3` a login shell finds first: the venv
-# must see apt's python3-systemd, python3-pyaudio, python3-lgpio and picamera2.
+# must see apt's python3-systemd, python3-pyaudio, numpy, Pillow, lgpio and picamera2.
 readonly PYTHON=${EDGE_DAEMON_PYTHON:-/usr/bin/python3}
 
-readonly APT_REQUIRED=(python3 python3-venv python3-systemd python3-pyaudio alsa-utils ca-certificates)
+# numpy and Pillow from apt too: built for this machine, where pip would need a
+# compiler (PyPI has no armv7 wheels) or piwheels' wheels and their libraries.
+readonly APT_REQUIRED=(python3 python3-venv python3-systemd python3-pyaudio python3-numpy python3-pil
+    alsa-utils ca-certificates)
 # Only in the Raspberry Pi OS archive: installed when apt knows them, else skipped.
 readonly APT_OPTIONAL=(python3-lgpio python3-picamera2)
 
@@ -42,6 +46,10 @@ Options:
   --api-key-file PATH  read the Gemini API key from PATH ("-" reads standard input).
                        Without it the key comes from \$GEMINI_API_KEY; with neither,
                        an existing key is kept.
+  --mqtt-password-file PATH
+                       read the MQTT broker's password from PATH ("-" reads standard
+                       input); stored root-only in $MQTT_PASSWORD_FILE, for [mqtt] username.
+                       Without it an existing password is kept.
   --no-apt             do not install system packages
   --no-start           install and enable nothing at boot; do not start the service
                        (a running service is still restarted onto the new code)
@@ -68,6 +76,7 @@ systemd_running() { [[ -d /run/systemd/system ]]; }
 # ---------------------------------------------------------------- arguments
 
 KEY_SOURCE=""
+MQTT_SOURCE=""
 DO_APT=1
 DO_START=1
 ACTION=install
@@ -80,6 +89,12 @@ while (($#)); do
             shift
             ;;
         --api-key-file=*) KEY_SOURCE=${1#*=} ;;
+        --mqtt-password-file)
+            (($# >= 2)) || die "--mqtt-password-file needs a path (or - for standard input)"
+            MQTT_SOURCE=$2
+            shift
+            ;;
+        --mqtt-password-file=*) MQTT_SOURCE=${1#*=} ;;
         --no-apt) DO_APT=0 ;;
         --no-start) DO_START=0 ;;
         --uninstall) ACTION=uninstall ;;
@@ -92,6 +107,8 @@ while (($#)); do
     esac
     shift
 done
+[[ $KEY_SOURCE != - || $MQTT_SOURCE != - || -t 0 ]] ||
+    die "--api-key-file - and --mqtt-password-file - cannot both read a pipe: give one a file"
 
 ((EUID == 0)) || die "run as root (sudo $0)"
 
@@ -206,8 +223,32 @@ install_code() {
     tar -C "$SRC" --exclude=__pycache__ -cf - pyproject.toml README.md edge_daemon |
         tar -C "$STAGE" -xf -
     say "installing the package and its Python dependencies (pip)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade "$STAGE" ||
-        die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+    # The versions tested together, as wheels where there are any.
+    local pip=("$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input --upgrade
+        --prefer-binary --constraint "$SRC/systemd/constraints.txt")
+    # An upgrade that fails half-way must leave the program that ran before:
+    # pip works on the venv in place, so keep a copy to put back.
+    local previous=""
+    if [[ -x $VENV/bin/edge-daemon ]]; then
+        previous="$VENV.previous"
+        rm -rf -- "$previous"
+        cp -a -- "$VENV" "$previous"
+    fi
+    # soxr (resampling for a sound card that cannot do 16/24 kHz) only as a
+    # ready-made wheel: PyPI has none for 32-bit ARM (piwheels does). Without it
+    # the daemon runs, and says so if a sound card needs resampling.
+    if ! "${pip[@]}" --only-binary=soxr "$STAGE[resample,voice]" 2>/dev/null; then
+        say "no soxr wheel for this machine: installing without resampling (use plughw: devices)"
+        if ! "${pip[@]}" "$STAGE[voice]"; then
+            if [[ -n $previous ]]; then
+                rm -rf -- "$VENV"
+                mv -- "$previous" "$VENV"
+                die "pip could not install edge-daemon (see above); the version installed before is back in place"
+            fi
+            die "pip could not install edge-daemon (network to PyPI needed the first time; see above)"
+        fi
+    fi
+    [[ -z $previous ]] || rm -rf -- "$previous"
     install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
     install -m 0644 "$SRC/config/edge-daemon.toml" "$PREFIX/config.example.toml"
     local version
@@ -225,7 +266,8 @@ install_code() {
 
 install_config() {
     step "Configuration in $CONF_DIR"
-    install -d -m 0755 "$CONF_DIR"
+    # Created 0755 the first time; after that its mode is the owner's choice.
+    [[ -d $CONF_DIR ]] || install -d -m 0755 "$CONF_DIR"
     if [[ -e $CONFIG ]]; then
         say "kept your $CONFIG (the current example is $PREFIX/config.example.toml)"
     else
@@ -261,6 +303,18 @@ capture_key() {
     fi
 }
 
+KEY_TAKEN=0
+take_key_early() {
+    local traced=0
+    if [[ $- == *x* ]]; then
+        traced=1
+        set +x
+    fi
+    KEY_TMP=$(umask 077 && mktemp)
+    if capture_key; then KEY_TAKEN=1; fi
+    if ((traced)); then set -x; fi
+}
+
 install_key() {
     step "API key in $KEY_FILE"
     # The key must not show up in a trace either, whatever the caller asked for.
@@ -269,8 +323,7 @@ install_key() {
         traced=1
         set +x
     fi
-    KEY_TMP=$(umask 077 && mktemp "$CONF_DIR/.gemini-api-key.XXXXXX")
-    if capture_key; then
+    if ((KEY_TAKEN)); then
         grep -q '[^[:space:]]' "$KEY_TMP" || die "the key given is empty"
         (($(grep -c '[^[:space:]]' "$KEY_TMP") == 1)) ||
             die "the key file must hold only the key, on one line"
@@ -298,6 +351,55 @@ install_key() {
 }
 
 key_present() { grep -q '[^[:space:]]' "$KEY_FILE" 2>/dev/null; }
+
+# The MQTT password, handled like the key: never on a command line, never
+# printed, root only (0600); the unit hands it over as the credential
+# mqtt-password. The file always exists (LoadCredential= fails a start on a
+# missing one); empty means no password.
+install_mqtt_password() {
+    step "MQTT password in $MQTT_PASSWORD_FILE"
+    local traced=0 tmp
+    if [[ $- == *x* ]]; then
+        traced=1
+        set +x
+    fi
+    tmp=$(umask 077 && mktemp "$CONF_DIR/.mqtt-password.XXXXXX")
+    KEY_TMP=$tmp # removed by cleanup if anything below dies
+    if [[ $MQTT_SOURCE == - ]]; then
+        if [[ -t 0 ]]; then
+            local password
+            IFS= read -r -s -p "MQTT password (not shown): " password
+            printf '\n' >&2
+            printf '%s\n' "$password" >"$tmp"
+        else
+            cat >"$tmp"
+        fi
+    elif [[ -n $MQTT_SOURCE ]]; then
+        [[ -r $MQTT_SOURCE && ! -d $MQTT_SOURCE ]] || die "cannot read the MQTT password file $MQTT_SOURCE"
+        cat -- "$MQTT_SOURCE" >"$tmp"
+    fi
+    if [[ -n $MQTT_SOURCE ]]; then
+        grep -q '[^[:space:]]' "$tmp" || die "the MQTT password given is empty"
+        (($(grep -c '' "$tmp") == 1)) ||
+            die "the MQTT password file must hold only the password, on one line"
+        mv -f -- "$tmp" "$MQTT_PASSWORD_FILE"
+        say "stored (root only, mode 0600); the service reads it as the systemd credential mqtt-password"
+    elif [[ -e $MQTT_PASSWORD_FILE ]]; then
+        rm -f -- "$tmp"
+        if grep -q '[^[:space:]]' "$MQTT_PASSWORD_FILE"; then
+            say "kept the existing password"
+        else
+            say "none: the file is empty (set one with --mqtt-password-file if the broker needs it)"
+        fi
+    else
+        mv -f -- "$tmp" "$MQTT_PASSWORD_FILE"
+        say "none given: created an empty one (set it with --mqtt-password-file if the broker needs it)"
+    fi
+    KEY_TMP=""
+    chown root:root "$MQTT_PASSWORD_FILE"
+    chmod 0600 "$MQTT_PASSWORD_FILE"
+    if ((traced)); then set -x; fi
+}
 
 install_unit() {
     step "systemd unit $UNIT"
@@ -382,12 +484,21 @@ activate() {
 do_install() {
     [[ -f $SRC/pyproject.toml && -d $SRC/edge_daemon && -f $SRC/systemd/$SERVICE.service ]] ||
         die "$SRC does not look like an edge-daemon checkout (run systemd/install.sh from one)"
+    case "$(realpath -- "$SRC")/" in
+        "$(realpath -m -- "$PREFIX")"/*)
+            die "the checkout $SRC lies inside $PREFIX, which the installer replaces and --uninstall removes: clone it elsewhere (e.g. ~/edge-daemon)" ;;
+    esac
     say "edge-daemon installer: from $SRC"
+    # The key is read before anything else runs, and then leaves the
+    # environment: apt's maintainer scripts and pip's builds never see it.
+    take_key_early
+    unset GEMINI_API_KEY
     install_packages
     install_user
     install_code
     install_config
     install_key
+    install_mqtt_password
     install_unit
     local config_ok=1
     check_config || config_ok=0

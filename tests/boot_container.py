@@ -1,16 +1,22 @@
-"""A Debian bookworm root booted with systemd-nspawn: a real systemd (PID 1 of its
-own namespace) for end-to-end tests of the installed service.
+"""A bare Debian bookworm root booted with systemd-nspawn: a real systemd (PID 1
+of its own namespace) for end-to-end tests of the installed service, on this
+machine's architecture or, through qemu-user-static's binfmt handlers, on the
+Raspberry Pi's (arm64, armhf).
 
-The root file system is built once with debootstrap and cached outside the
-checkout; every container runs on a throw-away overlay over it, so each test
-module starts from a pristine system. See TEST-RECIPES.md, "A real systemd,
-booted in a container".
+Each root file system is built once with debootstrap and cached outside the
+checkout, named by a digest of its recipe; every container runs on a
+throw-away overlay over it, so each test module starts from a pristine system.
+See TEST-RECIPES.md, "A real systemd, booted in a container" and "The same
+boot on aarch64 and armhf". `python tests/boot_container.py build` builds the
+roots ahead of the tests.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -20,33 +26,55 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 CACHE = Path(os.environ.get("EDGE_BOOT_CACHE", "/var/cache/edge-daemon-test"))
 RUNS = CACHE / "runs"
+# One line per measured step (root builds, installs, boots, turns); .ci/run
+# names a fresh file for each run and prints it at the end.
+TIMINGS = Path(os.environ.get("EDGE_BOOT_TIMINGS", str(CACHE / "timings.log")))
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-INCLUDE = (
-    # What the recipe boots with.
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "libnss-systemd",
-    "python3",
-    "python3-venv",
-    "ca-certificates",
-    # What systemd/install.sh's apt step installs: present in the cached root,
-    # so each run's installer finds them and skips apt (seconds instead of a minute).
-    "python3-systemd",
-    "python3-pyaudio",
-    "alsa-utils",
-)
+# A bare system: Debian's minbase with systemd and python3, plus the two things
+# Raspberry Pi OS Lite ships that minbase lacks and the README relies on: sudo
+# and ca-certificates. Nothing else the installer installs: its apt step must
+# run for real, so a wrong name in its package list fails the boot tests.
+BARE = ("systemd", "systemd-sysv", "dbus", "libnss-systemd", "python3", "sudo", "ca-certificates")
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A Debian architecture the boot tests can run: natively, or through
+    qemu-user-static's binfmt handler ``qemu`` (its name in binfmt_misc)."""
+
+    name: str
+    qemu: str
+    machine: str  # `uname -m` inside
+
+
+ARCHES = {
+    a.name: a
+    for a in (
+        Arch("amd64", "qemu-x86_64", "x86_64"),
+        Arch("arm64", "qemu-aarch64", "aarch64"),  # Raspberry Pi OS 64-bit
+        Arch("armhf", "qemu-arm", "armv7l"),  # Raspberry Pi OS 32-bit (Pi 3, Zero 2 W)
+    )
+}
+# What the boot tests boot besides the host's own architecture: the Raspberry
+# Pi's (tests/test_boot_arm.py).
+PI_ARCHES = ("arm64", "armhf")
+# Everything runs several times slower under qemu-user: timeouts grow by this
+# much there, the expectations stay the same.
+EMULATION_SLOWDOWN = 8.0
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
 
 T = TypeVar("T")
 
@@ -70,11 +98,49 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@functools.cache
+def host_arch() -> str:
+    done = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
+    )
+    if done.returncode == 0:
+        return done.stdout.strip()
+    by_machine = {a.machine: a.name for a in ARCHES.values()}
+    return by_machine.get(os.uname().machine, os.uname().machine)
+
+
+def emulated(arch: str) -> bool:
+    return arch != host_arch()
+
+
+def slowdown(arch: str) -> float:
+    """How much longer than natively anything takes on ``arch`` here."""
+    return EMULATION_SLOWDOWN if emulated(arch) else 1.0
+
+
+def record_timing(arch: str, what: str, seconds: float) -> None:
+    """One line in the timings log (CI prints it) and on stderr."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {arch:<6} {what:<28} {seconds:7.1f} s"
+    print(f"[boot] {line}", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        with TIMINGS.open("a") as f:
+            f.write(line + "\n")
+
+
+@contextlib.contextmanager
+def timed(arch: str, what: str) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    record_timing(arch, what, time.monotonic() - start)
+
+
 # ---------------------------------------------------------------- can it run here?
 
 
-def why_not_runnable() -> str | None:
-    """None if a container can be booted here, else the reason it cannot."""
+def why_not_runnable(arch: str | None = None) -> str | None:
+    """None if a container of ``arch`` (the host's by default) can be booted
+    here, else the reason it cannot."""
     if os.environ.get("EDGE_SKIP_BOOT_TEST") == "1":
         return "EDGE_SKIP_BOOT_TEST=1"
     if os.geteuid() != 0:
@@ -83,6 +149,28 @@ def why_not_runnable() -> str | None:
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         return f"needs {', '.join(missing)}: apt-get install systemd-container debootstrap"
+    if arch is not None and emulated(arch):
+        return why_not_emulated(ARCHES[arch])
+    return None
+
+
+def why_not_emulated(arch: Arch) -> str | None:
+    """None if ``arch``'s binaries run here through qemu-user inside a container."""
+    handler = BINFMT / arch.qemu
+    how = (
+        "apt-get install qemu-user-static binfmt-support; "
+        "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable"
+    )
+    try:
+        text = handler.read_text()
+    except OSError:
+        return f"{arch.name} needs the binfmt handler {handler}: {how}"
+    if not text.startswith("enabled"):
+        return f"{arch.name}: the binfmt handler {handler} is disabled: {how}"
+    flags = re.search(r"^flags:\s*(\S*)", text, re.M)
+    if not flags or "F" not in flags[1]:
+        # Without F the interpreter is looked up inside the container, where it is not.
+        return f"{arch.name}: {handler} lacks the F flag (qemu-user-static sets it): {how}"
     return None
 
 
@@ -120,10 +208,28 @@ def host_of(url: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- the cached root
 
 
-def rootfs_path(mirror: str) -> Path:
-    # A different package list or mirror is a different root: never reuse a stale one.
-    digest = hashlib.sha256("\n".join((SUITE, mirror, *INCLUDE)).encode()).hexdigest()[:12]
-    return CACHE / f"rootfs-{digest}"
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a root is made from. Its digest names the cached root, so a
+    change to any of it (packages, mirror, the steps after debootstrap) builds
+    a new root instead of reusing a stale one."""
+
+    arch: str
+    mirror: str
+    suite: str = SUITE
+    include: tuple[str, ...] = BARE
+    # After debootstrap: no login prompt on the console (nobody reads it, and
+    # it would hold the tty).
+    masked_units: tuple[str, ...] = ("console-getty.service",)
+
+    @property
+    def path(self) -> Path:
+        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+        return CACHE / f"rootfs-{self.arch}-{digest}"
+
+
+def recipe(arch: str | None = None, mirror: str | None = None) -> Recipe:
+    return Recipe(arch=arch or host_arch(), mirror=mirror or apt_mirror())
 
 
 @contextlib.contextmanager
@@ -137,43 +243,49 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_rootfs(mirror: str, log: Callable[[str], None] = print) -> Path:
-    """The cached root, built first if need be (one builder at a time; others wait).
+def ensure_rootfs(r: Recipe, log: Callable[[str], None] = print) -> Path:
+    """The cached root for ``r``, built first if need be (one builder per
+    recipe at a time; others wait, so a root being built in the background is
+    waited for, not built twice).
 
     Built in a temporary directory and renamed into place when complete, so a
     build that was interrupted is never mistaken for a finished one.
     """
-    final = rootfs_path(mirror)
-    with _locked(CACHE / "build.lock"):
+    final = r.path
+    with _locked(final.with_name(final.name + ".lock")):
         if final.is_dir():
             return final
-        for stale in CACHE.glob("build-*"):  # left by an interrupted build
-            shutil.rmtree(stale, ignore_errors=True)
-        work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
+        for stale in CACHE.glob(f"build-{final.name}-*"):  # left by an interrupted build
+            remove_tree(stale)
+        work = Path(tempfile.mkdtemp(prefix=f"build-{final.name}-", dir=CACHE))
         target = work / "rootfs"
-        log(f"building {final} with debootstrap from {mirror} (once; about a minute)")
+        how = "through qemu-user" if emulated(r.arch) else "natively"
+        log(f"building {final} ({r.arch}, {how}) with debootstrap from {r.mirror}")
+        start = time.monotonic()
         done = subprocess.run(
             [
                 "debootstrap",
+                f"--arch={r.arch}",
                 "--variant=minbase",
-                f"--include={','.join(INCLUDE)}",
-                SUITE,
+                f"--include={','.join(r.include)}",
+                r.suite,
                 str(target),
-                mirror,
+                r.mirror,
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if done.returncode != 0:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             raise RuntimeError(f"debootstrap failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        # No login prompt on the console: nobody reads it, and it would hold the tty.
-        getty = target / "etc/systemd/system/console-getty.service"
-        getty.unlink(missing_ok=True)
-        getty.symlink_to("/dev/null")
+        for unit in r.masked_units:
+            link = target / "etc/systemd/system" / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to("/dev/null")
         target.rename(final)
         work.rmdir()
+        record_timing(r.arch, "root build (debootstrap)", time.monotonic() - start)
         return final
 
 
@@ -213,6 +325,23 @@ def _umount(path: Path) -> None:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+def _mounts_under(path: Path) -> list[Path]:
+    top = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [Path(p) for p in points if p == top or p.startswith(top + "/")]
+
+
+def remove_tree(path: Path) -> None:
+    """`rm -rf` that never reaches into another file system: a debootstrap or
+    a container that was killed leaves proc, sys or an overlay mounted below
+    ``path``. Those are unmounted first (deepest first), and rm stays on
+    ``path``'s own file system whatever is left."""
+    for mount in sorted(_mounts_under(path), key=lambda p: len(p.parts), reverse=True):
+        _umount(mount)
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False)
+
+
 # ---------------------------------------------------------------- one container
 
 
@@ -225,8 +354,11 @@ class BootedContainer:
     left behind.
     """
 
-    def __init__(self, rootfs: Path, name: str | None = None) -> None:
+    def __init__(self, rootfs: Path, name: str | None = None, arch: str | None = None) -> None:
         self.rootfs = rootfs
+        self.arch = arch or host_arch()
+        # Under qemu-user every wait is stretched by this much.
+        self.slow = slowdown(self.arch)
         self.name = name or f"edge-test-{os.getpid()}-{secrets.token_hex(3)}"
         self.dir = RUNS / self.name
         self.mountpoint = self.dir / "root"
@@ -278,14 +410,18 @@ class BootedContainer:
                 start_new_session=True,
             )
         self._record(nspawn=self.proc.pid, nspawn_start=_start_time(self.proc.pid))
-        self.init_pid = wait_until(self._find_init, timeout_s, "the container's systemd")
+        self.init_pid = wait_until(
+            self._find_init, timeout_s * self.slow, "the container's systemd"
+        )
         self._record(init=self.init_pid, init_start=_start_time(self.init_pid))
         self.wait_running(timeout_s)
 
     def wait_running(self, timeout_s: float = 60.0) -> str:
         """Wait until systemd inside has finished booting; its state, running or degraded."""
         wait_until(
-            lambda: self.path("/run/systemd/private").exists(), timeout_s, "systemd's private bus"
+            lambda: self.path("/run/systemd/private").exists(),
+            timeout_s * self.slow,
+            "systemd's private bus",
         )
         # --wait blocks until the boot is over: systemd's own event, no polling.
         state = self.run(
@@ -314,6 +450,7 @@ class BootedContainer:
 
     def teardown(self, timeout_s: float = 30.0) -> None:
         """Power off, wait, unmount, remove: each step runs even if one before failed."""
+        timeout_s *= self.slow
         try:
             if self.proc is not None and self.proc.poll() is None:
                 if self.init_pid is not None:
@@ -325,7 +462,7 @@ class BootedContainer:
                     self.proc.wait(10)
         finally:
             _umount(self.mountpoint)
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_tree(self.dir)
             Path(f"/run/systemd/nspawn/propagate/{self.name}").unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 Path(f"/run/systemd/nspawn/propagate/{self.name}").rmdir()
@@ -356,7 +493,8 @@ class BootedContainer:
         stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside, as root, with a clean environment plus ``env``
-        (and ``stdin`` as its standard input).
+        (and ``stdin`` as its standard input). ``timeout_s`` is native time:
+        it is stretched under emulation.
 
         The environment is handed to nsenter (which passes its own on) rather
         than spelled out with `env -i VAR=...`, so values such as a test key never
@@ -371,7 +509,7 @@ class BootedContainer:
             stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            timeout=timeout_s,
+            timeout=timeout_s * self.slow,
             check=False,
         )
         if check and done.returncode != 0:
@@ -459,7 +597,58 @@ def cleanup_stale(log: Callable[[str], None] = print) -> None:
                     os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     wait_until(lambda p=pid, s=start: not _alive(p, s), 10, f"PID {pid} to end")
-        _umount(run_dir / "root")
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_tree(run_dir)
         propagate = Path(f"/run/systemd/nspawn/propagate/{run_dir.name}")
-        shutil.rmtree(propagate, ignore_errors=True)
+        remove_tree(propagate)
+
+
+def build_in_background(arches: Sequence[str]) -> subprocess.Popen[bytes] | None:
+    """Start building the roots of ``arches`` that are missing, one after the
+    other, in a process of their own (it finishes its build even if the tests
+    stop). A test that needs one waits for it: ensure_rootfs's lock. Its
+    output goes to background-build.log in the cache."""
+    missing = [a for a in arches if not why_not_runnable(a) and not recipe(a).path.is_dir()]
+    if not missing:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / "background-build.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "build", *missing],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python tests/boot_container.py build [ARCH ...]`: build the cached roots
+    ahead of the tests (a test that needs a root still being built waits for
+    it)."""
+    parser = argparse.ArgumentParser(prog="boot_container.py", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser(
+        "build", help="build the cached root of each ARCH (default: every one the tests boot)"
+    )
+    build.add_argument("arches", nargs="*", metavar="ARCH", help=", ".join(ARCHES))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.arches) - set(ARCHES))
+    if unknown:
+        parser.error(f"unknown architecture {', '.join(unknown)} (known: {', '.join(ARCHES)})")
+    status = 0
+    for arch in args.arches or dict.fromkeys((host_arch(), *PI_ARCHES)):
+        reason = why_not_runnable(arch)
+        if reason:
+            print(f"boot_container.py: {arch}: cannot build here: {reason}", file=sys.stderr)
+            status = 1
+            continue
+        try:
+            print(ensure_rootfs(recipe(arch), lambda text: print(text, file=sys.stderr)))
+        except RuntimeError as exc:
+            print(f"boot_container.py: {arch}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import wave
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.notify import bind_notify, recv_stamped_async
 
 from edge_daemon.control import request
 from edge_daemon.fake_gemini import FakeGemini
@@ -91,8 +91,12 @@ class DaemonProcess:
         # The daemon says READY=1 over sd_notify, as it would to systemd: the
         # test waits on that datagram instead of polling for the socket file.
         self.notify_path = log_path.with_suffix(".notify")
-        self.notify = _bind_notify(self.notify_path)
+        self.notify = bind_notify(self.notify_path)
+        self.notify.setblocking(False)
         self.notifications: list[str] = []
+        # When each notification arrived (time.monotonic(), stamped by the
+        # kernel): the test may read them late, the daemon sent them then.
+        self.notified_at: list[float] = []
         env = {**env, "NOTIFY_SOCKET": str(self.notify_path)}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -112,10 +116,10 @@ class DaemonProcess:
         )
 
     async def next_notification(self, timeout_s: float = 20.0) -> str:
-        loop = asyncio.get_running_loop()
-        data = await asyncio.wait_for(loop.sock_recv(self.notify, 4096), timeout_s)
-        self.notifications.append(data.decode())
-        return self.notifications[-1]
+        arrived, data = await asyncio.wait_for(recv_stamped_async(self.notify), timeout_s)
+        self.notified_at.append(arrived)
+        self.notifications.append(data)
+        return data
 
     async def ready(self, timeout_s: float = 20.0) -> None:
         async with asyncio.timeout(timeout_s):
@@ -146,13 +150,6 @@ class DaemonProcess:
         self._log.close()
         self.notify.close()
         return self.proc.returncode
-
-
-def _bind_notify(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.setblocking(False)
-    return sock
 
 
 @pytest.fixture
@@ -281,3 +278,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if any(_allowed(n) is None for n, _ in _skips(reporter)) and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+@pytest.fixture(scope="session")
+def pi_roots_in_background(request: pytest.FixtureRequest) -> None:
+    """When this session boots the Raspberry Pi's architectures too
+    (tests/test_boot_arm.py), their roots start building in the background as
+    the native boot tests begin: minutes of emulated dpkg that then overlap
+    those tests, and not the timing-sensitive suites before them."""
+    if any(item.path.name == "test_boot_arm.py" for item in request.session.items):
+        from boot_container import PI_ARCHES, build_in_background
+
+        build_in_background(PI_ARCHES)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The boot tests (tests/test_boot*.py) last, the emulated ones at the very
+    end, each in its own order: the emulated ones' roots build in the
+    background while the native ones run (pi_roots_in_background)."""
+    items.sort(
+        key=lambda item: (
+            item.path.name.startswith("test_boot"),
+            item.path.name == "test_boot_arm.py",
+        )
+    )

@@ -58,11 +58,27 @@ async def test_frames_flow_only_while_talking_and_compression_is_forced_on(tmp_p
     async with camera_rig(image, overrides) as r:
         setup = r.fake.connections[0].setup
         assert setup["contextWindowCompression"] == {"slidingWindow": {}}
-        assert r.fake.count("video") == 0  # idle: no frames
+        ticker = r.daemon.ticker
+        assert ticker is not None
+        # Idle: the ticker ticks, and each tick is skipped; no frame goes up.
+        await r.until(lambda: ticker.counters["skipped"] >= 1)
+        assert r.fake.count("video") == 0
         await turn(r, seconds_of_audio=1.2)  # press kicks a frame at once, then 1/s
         await r.fake.wait_for(lambda f: f.count("video") >= 2, 10)
         await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 20)
         await r.state(State.IDLE)
+        # After the turn the frames stop. Ticks run one after another, so once
+        # one is skipped, the frame of any tick before it has gone up: from
+        # there, two more skipped ticks (two seconds) must add no frame.
+        idle_from = ticker.counters["skipped"]
+        await r.until(lambda: ticker.counters["skipped"] >= idle_from + 1)
+        frames, sent = r.fake.count("video"), ticker.counters["frames_sent"]
+        await r.until(lambda: ticker.counters["skipped"] >= idle_from + 3, 10)
+        assert r.fake.count("video") == frames and ticker.counters["frames_sent"] == sent
+    # Every frame went up inside the turn: none before its activityStart.
+    kinds = [k for msg in r.fake.connections[0].received for k in msg.get("realtimeInput", {})]
+    assert "video" not in kinds[: kinds.index("activityStart")]
+    assert frames == kinds.count("video") >= 2
     sizes = sizes_of_frames(r.fake)
     assert sizes and all(max(s) <= 1024 for s in sizes)
     assert sizes[0] == (1024, 683)
@@ -83,4 +99,10 @@ async def test_take_photo_sends_one_fresh_frame_and_answers(tmp_path: Path) -> N
         (resp,) = r.fake.tool_responses
         assert resp["id"] == call_id
         assert resp["response"]["output"] == {"sent": True, "width": 640, "height": 480}
-        assert r.fake.count("video") == 1
+        # The frame went up before the answer that says it was sent, and alone.
+        order = [
+            "video" if "video" in m.get("realtimeInput", {}) else next(iter(m))
+            for m in r.fake.connections[0].received
+            if "video" in m.get("realtimeInput", {}) or "toolResponse" in m
+        ]
+        assert order == ["video", "toolResponse"]

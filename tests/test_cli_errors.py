@@ -81,7 +81,23 @@ def _files(tmp: Path) -> dict[str, Path]:
     broken.write_text("[audio\n")
     wrong = tmp / "wrong.toml"
     wrong.write_text("[audio]\nchunk_ms = 400\n")
-    return {"broken": broken, "wrong": wrong, "missing": tmp / "missing.toml", "dir": tmp}
+    nowake = tmp / "nowake.toml"
+    (tmp / "key.txt").write_text("a-key-for-no-server\n")
+    # Everything else fine (a key, an endpoint, no sound card needed): only
+    # the wake word model is missing.
+    nowake.write_text(
+        '[gemini]\nendpoint = "ws://127.0.0.1:9/ws"\napi_key_file = "key.txt"\n'
+        '[audio]\nbackend = "null"\n'
+        f'[wake]\nmodel = "{tmp / "no-such-model.json"}"\n'
+        '[control]\nkeyboard = false\n[logging]\nlevel = "error"\n'
+    )
+    return {
+        "broken": broken,
+        "wrong": wrong,
+        "nowake": nowake,
+        "missing": tmp / "missing.toml",
+        "dir": tmp,
+    }
 
 
 NO_DAEMON: list[Case] = [
@@ -92,12 +108,20 @@ NO_DAEMON: list[Case] = [
     Case(("run", "--config", "{broken}"), exits.CONFIG, "TOML syntax error"),
     Case(("run", "--config", "{wrong}"), exits.CONFIG, "audio.chunk_ms"),
     Case(("run", "--config", "{dir}"), exits.CONFIG, "cannot read"),
+    Case(("run", "--config", "{nowake}"), exits.CONFIG, "no-such-model.json"),
     Case(("check-config", "--config", "{missing}"), exits.CONFIG, "file not found"),
     Case(("check-config", "--config", "{wrong}"), exits.CONFIG, "audio.chunk_ms"),
     Case(("check-config", "extra"), exits.USAGE),
     Case(("ctl",), exits.USAGE),
     Case(("ctl", "tap", "soon"), exits.USAGE, "invalid float"),
     Case(("ctl", "wait"), exits.USAGE),
+    Case(("ctl", "mute"), exits.USAGE),
+    Case(("ctl", "mute", "maybe"), exits.USAGE, "invalid choice"),
+    Case(("ctl", "volume"), exits.USAGE),
+    Case(("ctl", "volume", "loud"), exits.USAGE, "not a whole number"),
+    Case(("ctl", "volume", "101"), exits.USAGE, "not from 0 to 100"),
+    Case(("ctl", "mute", "on"), exits.UNAVAILABLE, "cannot reach the daemon"),
+    Case(("ctl", "volume", "50"), exits.UNAVAILABLE, "cannot reach the daemon"),
     Case(("ctl", "status"), exits.UNAVAILABLE, "is it running?"),
     Case(("ctl", "press"), exits.UNAVAILABLE, "cannot reach the daemon"),
     Case(("ctl", "say", "hello"), exits.UNAVAILABLE, "cannot reach the daemon"),

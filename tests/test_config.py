@@ -25,6 +25,8 @@ from edge_daemon.config import (
     ConfigError,
     GeminiConfig,
     LedToolConfig,
+    MqttParameterConfig,
+    MqttToolConfig,
     RelayToolConfig,
     Secret,
     default_endpoint,
@@ -86,6 +88,8 @@ def test_example_file_shows_every_key_commented_out(tmp_path: Path) -> None:
     text = EXAMPLE.read_text()
     # Keys, and the [[tools.led]]-style headers of the example devices.
     uncommented = re.sub(r"(?m)^#([a-z_]+ = |\[\[[a-z_.]+\]\]$)", r"\1", text)
+    # The example remote tool needs a broker to publish to.
+    uncommented = uncommented.replace('\nhost = ""\n', '\nhost = "broker.example"\n')
     cfg = load_config(write(tmp_path, uncommented), env={})
     every = {
         f"{section.name}.{key.name}"
@@ -96,13 +100,21 @@ def test_example_file_shows_every_key_commented_out(tmp_path: Path) -> None:
     assert cfg.explicit == every
     # The scalar keys show their defaults; the device examples are examples,
     # one of each kind, each showing every key an entry takes.
-    assert cfg.tools.led and cfg.tools.relay
-    no_devices = dataclasses.replace(cfg.tools, led=(), relay=())
-    assert dataclasses.replace(cfg, tools=no_devices) == Config(source=cfg.source)
+    assert cfg.tools.led and cfg.tools.relay and cfg.tools.mqtt
+    no_devices = dataclasses.replace(cfg.tools, led=(), relay=(), mqtt=())
+    no_broker = dataclasses.replace(cfg.mqtt, host="")
+    assert dataclasses.replace(cfg, tools=no_devices, mqtt=no_broker) == Config(source=cfg.source)
     raw = tomllib.loads(uncommented)["tools"]
-    for kind, entry_cls in (("led", LedToolConfig), ("relay", RelayToolConfig)):
+    for kind, entry_cls in (
+        ("led", LedToolConfig),
+        ("relay", RelayToolConfig),
+        ("mqtt", MqttToolConfig),
+    ):
         for entry in raw[kind]:
             assert set(entry) == {f.name for f in dataclasses.fields(entry_cls)}, kind
+    # A parameter takes enum or bounds, never both: together the examples show every key.
+    shown = {key for entry in raw["mqtt"] for param in entry["parameters"] for key in param}
+    assert shown == {f.name for f in dataclasses.fields(MqttParameterConfig)}
 
 
 def test_env_var_names_the_file(tmp_path: Path) -> None:

@@ -48,8 +48,10 @@ def settings(url: str) -> LinkSettings:
     return LinkSettings(
         url=url,
         credentials=Credentials(SECRET),
-        connect_timeout_s=5,
-        setup_timeout_s=2,
+        # Never reached on a healthy link, however slow the machine: tests
+        # count connections exactly.
+        connect_timeout_s=30,
+        setup_timeout_s=30,
         backoff_initial_s=0.05,
         backoff_max_s=0.2,
         config_error_backoff_s=30,
@@ -204,7 +206,9 @@ async def test_config_error_close_shows_error_and_backs_off_long() -> None:
         await r.state(State.ERROR)
         assert r.daemon.link.state is LinkState.CONFIG_ERROR
         assert "1007" in r.daemon.link.last_error
-        # No hammering: still one connection.
+        # No hammering: the next attempt waits the long backoff (at least 80 %
+        # of it, with jitter), and meanwhile there is still one connection.
+        assert (r.daemon.link.last_delay_s or 0.0) >= 0.8 * 30
         assert len(r.fake.connections) == 1
 
 
@@ -358,17 +362,33 @@ class StandbyCountingMic(CountingMic):
         return kept
 
 
-async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll() -> None:
+@pytest.mark.parametrize("half_duplex", [True, False])
+async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll(half_duplex: bool) -> None:
     mic = CountingMic()
-    async with rig(mic=mic, overrides={"audio.half_duplex": True}) as r:
+    overrides = {"audio.half_duplex": half_duplex, "audio.preroll_ms": 400}
+    async with rig(mic=mic, overrides=overrides) as r:
         r.fake.script_turn(reply_pcm=tone_pcm(440.0, 30.0))
         await turn(r)
         await r.state(State.SPEAKING)
         await r.until(lambda: r.daemon.speaker.playing)
-        # While the model talks, nothing the mic hears is kept.
+        # The mic hears the model talk for longer than the pre-roll ...
         start = mic.seq
-        await r.until(lambda: mic.seq > start + 5)
-        assert len(r.daemon.voice.preroll) == 0
+        await r.until(lambda: mic.seq > start + 15)
+        last_before_press, before = mic.seq, r.fake.audio_received_s()
+        r.daemon.press("test")  # ... then the user barges in
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= before + 0.8)
+        r.daemon.release("test")
+        await r.fake.wait_for(lambda f: len(f.turns) == 2 and f.turns[1].completed)
+    heard = bytes(r.fake.turns[1].heard_pcm)
+    seqs = [seq_of(heard[i : i + mic.chunk_bytes]) for i in range(0, len(heard), mic.chunk_bytes)]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # gapless
+    if half_duplex:
+        # What the server heard starts with the press: the model's own voice,
+        # all the mic heard before it, never went up as pre-roll.
+        assert seqs[0] == last_before_press + 1
+    else:
+        # Full duplex (an echo canceller's job): the 400 ms before the press go up.
+        assert seqs[0] == last_before_press - 9
 
 
 async def test_ephemeral_token_goes_in_the_authorization_header() -> None:

@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, SECRET, make_speech, write_config
 
 from edge_daemon import doctor
-from edge_daemon.config import Config, load_config
+from edge_daemon.config import Config, load_config, with_overrides
 from edge_daemon.doctor import Check, Completed
 from edge_daemon.fake_gemini import FakeGemini
 
@@ -372,9 +372,12 @@ class FakePyAudio:
         self.opened: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
         self.terminated = False
+        self.environ_at_init: dict[str, str] | None = None
 
     # the module's face
     def PyAudio(self) -> FakePyAudio:
+        # PortAudio reads its environment once, as it initialises: what it saw.
+        self.environ_at_init = dict(os.environ)
         return self
 
     def get_device_count(self) -> int:
@@ -446,6 +449,22 @@ def test_mic_opens_at_16_khz_on_the_configured_device(tmp_path: Path) -> None:
     assert check.status == "PASS" and "#1" in check.detail
     assert pa.opened[0]["rate"] == 16000 and pa.opened[0]["input_device_index"] == 1
     assert pa.streams[0].closed
+
+
+def test_a_plughw_mic_gets_pa_alsa_plughw_before_portaudio_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PA_ALSA_PLUGHW", raising=False)
+    pa = FakePyAudio([SPEAKER, USB_MIC])
+    cfg = cfg_from(tmp_path, {"audio": {"backend": "pyaudio", "input_device": "plughw:1,0"}})
+    check = doctor.check_microphone(cfg, loader=lambda: pa)
+    assert check.status == "PASS", check
+    assert pa.environ_at_init is not None
+    assert pa.environ_at_init.get("PA_ALSA_PLUGHW") == "1"
+    monkeypatch.delenv("PA_ALSA_PLUGHW")
+    plain = FakePyAudio([SPEAKER, USB_MIC])
+    doctor.check_microphone(cfg_from(tmp_path, PYAUDIO), loader=lambda: plain)
+    assert plain.environ_at_init is not None and "PA_ALSA_PLUGHW" not in plain.environ_at_init
 
 
 def test_mic_that_only_does_48_khz_is_opened_there_like_the_daemon_does(tmp_path: Path) -> None:
@@ -908,3 +927,41 @@ def test_a_broken_config_still_lists_every_check(tmp_path: Path) -> None:
     assert broken[0].status == "FAIL"
     assert {c.status for c in broken[1:-3]} == {"SKIP"}
     assert broken[-1].name == "link" and broken[-1].status == "SKIP"  # no daemon to ask
+
+
+# -- voice -------------------------------------------------------------------------
+
+
+def test_voice_is_skipped_for_the_button_only() -> None:
+    assert doctor.check_voice(Config()).status == "SKIP"
+
+
+def test_voice_with_a_builtin_wake_word_and_echo_cancel_passes() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "okay_nabu", "audio.echo_cancel": True})
+    check = doctor.check_voice(cfg, load_wake=lambda model, _base: "Okay Nabu")
+    assert check.status == "PASS", check
+    assert "Okay Nabu" in check.detail and "echo cancellation" in check.detail
+
+
+def test_voice_without_the_webrtc_wheel_says_half_duplex() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "alexa", "audio.echo_cancel": True})
+    check = doctor.check_voice(
+        cfg,
+        find_spec=lambda name: None if name == "pywebrtc_audio" else object(),
+        machine="armv7l",
+        load_wake=lambda model, _base: "Alexa",
+    )
+    assert check.status == "WARN" and "half duplex" in check.detail and "armv7l" in check.detail
+
+
+def test_voice_without_the_packages_fails_with_the_install_command() -> None:
+    cfg = with_overrides(Config(), {"wake.model": "alexa"})
+    check = doctor.check_voice(cfg, find_spec=lambda name: None)
+    assert check.status == "FAIL" and "edge-daemon[voice]" in check.fix
+
+
+def test_voice_with_a_missing_custom_model_fails_naming_it(tmp_path: Path) -> None:
+    cfg = with_overrides(Config(), {"wake.model": str(tmp_path / "mine.json")})
+    check = doctor.check_voice(cfg)
+    assert check.status == "FAIL" and "mine.json" in check.detail
+    assert "does not exist" in check.detail

@@ -7,6 +7,7 @@ from pathlib import Path
 from conftest import SECRET, wav_frames
 
 from edge_daemon.fake_gemini import FakeGemini
+from edge_daemon.hardware.status_led import STATE_PATTERNS
 
 
 async def test_push_to_talk_turn_end_to_end(
@@ -127,6 +128,7 @@ async def test_tool_calls_drive_mock_pins_end_to_end(
         before = await daemon.ctl("status")
         # Relays start safe: active-low, so "off" is a high pin.
         assert before["pins"]["27"]["state"] == 1
+        patterns = [(before["state"], before["status_led"]["pattern"])]
         ids = await fake.tool_call(
             [
                 ("kitchen_light", {"action": "on", "brightness": 40}),
@@ -147,7 +149,16 @@ async def test_tool_calls_drive_mock_pins_end_to_end(
         # ctl press drives the mock button pin: the real Button code path.
         assert (await daemon.ctl("press"))["ok"]
         await daemon.wait_state("listening")
-        assert status["status_led"]["pattern"]
+        held = await daemon.ctl("status")  # taken while the button is still held
+        patterns.append((held["state"], held["status_led"]["pattern"]))
+        assert held["pins"]["25"]["state"] == 1.0  # the PWM LED solid on, full brightness
+        assert (await daemon.ctl("release"))["ok"]
+        await fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 20)
+        await daemon.wait_state("idle", 20)
+        after = await daemon.ctl("status")
+        patterns.append((after["state"], after["status_led"]["pattern"]))
+        # The LED followed the turn: idle's beacon, listening's solid on, the beacon again.
+        assert patterns == [(s, STATE_PATTERNS[s]) for s in ("idle", "listening", "idle")]
     finally:
         assert daemon.stop() == 0
     log = daemon.log()

@@ -251,7 +251,9 @@ async def test_activity_start_needs_vad_disabled(fake: FakeGemini) -> None:
 
 
 async def test_messages_before_setup_complete_close_1007() -> None:
-    async with FakeGemini(pace=0, use_speech=False, setup_complete_delay_s=0.2) as fake:
+    # The delay only has to outlast the next message; a long one cannot be
+    # outrun by a slow machine, and the close ends the test long before it.
+    async with FakeGemini(pace=0, use_speech=False, setup_complete_delay_s=30) as fake:
         ws = await connect(fake.url)
         await send(ws, make_setup())
         await send(ws, ACTIVITY_START)
@@ -263,9 +265,13 @@ async def test_send_setup_complete_false_never_answers() -> None:
     async with FakeGemini(send_setup_complete=False) as fake, connect(fake.url) as ws:
         await send(ws, make_setup())
         await fake.wait_for(lambda f: f.connections and f.connections[0].setup)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.2):
-                await ws.recv()
+        # A message before setupComplete earns a 1007 close: the first thing to
+        # arrive is that close, so nothing (no setupComplete) was sent before it.
+        await send(ws, ACTIVITY_START)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+        assert ws.close_code == 1007
+        assert fake.connections[0].sent == []
 
 
 async def test_unknown_model_closes_1008(fake: FakeGemini) -> None:
@@ -565,7 +571,9 @@ async def test_resumption_keeps_history_and_rejects_unknown_handles(fake: FakeGe
 
 
 async def test_go_away_then_close_1000() -> None:
-    async with FakeGemini(pace=0, go_away_after_s=0.05, go_away_grace_s=0.1) as fake:
+    # The clock starts as the connection opens: 2 s leaves a slow machine the
+    # time to finish setup first, which the test reads before the goAway.
+    async with FakeGemini(pace=0, go_away_after_s=2.0, go_away_grace_s=0.1) as fake:
         ws = await open_session(fake)
         assert await recv(ws) == {"goAway": {"timeLeft": "0.1s"}}
         assert await expect_close(ws) == (1000, "")
@@ -594,12 +602,16 @@ async def test_stall_sends_nothing_and_ignores_input(fake: FakeGemini) -> None:
     await talk(ws, seconds=0.2)
     await fake.wait_for(lambda f: f.count("activityEnd") == 1)
     pending = asyncio.create_task(fake.send({"goAway": {"timeLeft": "1s"}}))
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.2):
-            await ws.recv()
+    # Input is still recorded while stalled: once the fake has this one, the
+    # send above has long started, and it is held.
+    await send(ws, {"realtimeInput": {"text": "hello?"}})
+    await fake.wait_for(lambda f: f.count("text") == 1)
+    assert not pending.done()
     assert fake.turns == [] and fake.active is not None
     fake.stall(False)
     await pending
+    # The held goAway is the first thing that arrives: nothing went out while
+    # stalled, neither an answer to the turn nor one to the text.
     assert await recv(ws) == {"goAway": {"timeLeft": "1s"}}
     await typed(ws, "still there?")
     assert kinds(await recv_until(ws, "turnComplete"))[-1] == "turnComplete"

@@ -4,7 +4,7 @@ frames and kills connections (tests/support/chaos.py says what each run must
 show); the proxy's own contract; the bugs the suite found, pinned as
 deterministic regressions; and proof that the suite fails a broken daemon.
 
-Default: 200 seeds, about half a minute on 2 cores. Longer:
+Default: 200 seeds, about a minute and a half on 2 cores. Longer:
 ``EDGE_FAULT_SEEDS=2000 python -m pytest tests/test_fault_injection.py``
 (``EDGE_FAULT_FIRST_SEED`` shifts the range). A failing seed prints its actions,
 faults, history and last log lines; rerun it alone with
@@ -14,6 +14,8 @@ faults, history and last log lines; rerun it alone with
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 import os
 import random
 from collections import Counter
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 from support.chaos import ChaosReport, run_seeds
-from support.fault_proxy import Action, FaultPlan, corrupt
+from support.fault_proxy import Action, FaultPlan, corrupt, garble
 from support.rig import daemon_rig
 
 from edge_daemon.daemon import Daemon, State
@@ -31,6 +33,9 @@ from edge_daemon.live.reconnect import LinkState, SessionEnd
 from edge_daemon.live.session import LiveSession
 
 SEEDS = int(os.environ.get("EDGE_FAULT_SEEDS", "200"))
+# The stall tests' response timeout: short, for quick tests, but not so short
+# that a loaded machine's slow answer passes for a stall.
+STALL_S = 2.0
 FIRST_SEED = int(os.environ.get("EDGE_FAULT_FIRST_SEED", "0"))
 # Seeds per test: small enough that one test stays well inside the timeout,
 # large enough that the loop runs many daemons at once.
@@ -97,6 +102,32 @@ def test_corruption_always_changes_the_frame() -> None:
     assert 0 < readable < len(outputs)
 
 
+def test_a_garbled_client_frame_never_reads_as_another_message() -> None:
+    # Found by seed 87: a toolResponse "corrupted" into valid JSON with its one
+    # entry doubled reached the fake as two answers the daemon never sent. A
+    # client frame the network damages must be one the server can only refuse.
+    rng = random.Random(5)
+    result = m.FunctionResult("function-call-12", "fast_tool", {"ok": True}, None)
+    frames = [
+        m.build_setup(m.SetupOptions(model="models/test", resumption_handle="h1")),
+        m.ACTIVITY_START,
+        m.build_audio(bytes(range(256)) * 5),
+        m.build_text("caf\u00e9 (call function-call-12) returned {}"),
+        m.build_tool_response([result, dataclasses.replace(result, id="function-call-13")]),
+        m.ACTIVITY_END,
+    ]
+    kinds: Counter[str] = Counter()
+    for text in frames:
+        frame = text.encode()
+        for _ in range(500):
+            out = garble(frame, rng)
+            assert out != frame
+            with pytest.raises(ValueError):  # JSONDecodeError or UnicodeDecodeError
+                json.loads(out)
+            kinds["cut" if frame.startswith(out) else "bad byte"] += 1
+    assert kinds["cut"] > 1000 and kinds["bad byte"] > 1000
+
+
 async def test_proxy_without_faults_is_transparent_and_mirrors_close_codes() -> None:
     async with daemon_rig(proxy_plan=FaultPlan()) as r:
         assert r.proxy is not None and r.proxy.connections
@@ -135,14 +166,14 @@ async def test_connection_lost_mid_answer_plays_out_and_settles_idle() -> None:
         await r.fake.wait_for(lambda f: f.turns[-1].audio_sent_bytes >= 9600)
         await r.fake.drop_connection()
         await r.fake.wait_for(lambda f: len(f.connections) == 2 and f.connections[1].setup)
-        await r.state(State.IDLE, 5)
+        await r.state(State.IDLE)
 
 
 async def test_answer_that_stops_without_turn_complete_is_a_stall() -> None:
     # A server that stops mid-answer (or a turnComplete lost in a bad frame)
     # used to leave the daemon "speaking" forever: the stall timer stopped at
     # the first audio chunk.
-    async with daemon_rig(pace=1.0, overrides={"link.response_timeout_s": 1.0}) as r:
+    async with daemon_rig(pace=1.0, overrides={"link.response_timeout_s": STALL_S}) as r:
         r.fake.script_turn(delay_s=60)  # the fake itself never answers this turn
         r.daemon.press("test")
         r.daemon.release("test")
@@ -151,19 +182,20 @@ async def test_answer_that_stops_without_turn_complete_is_a_stall() -> None:
         inline = {"mimeType": "audio/pcm;rate=24000", "data": pcm}
         await r.fake.send({"serverContent": {"modelTurn": {"parts": [{"inlineData": inline}]}}})
         await r.state(State.SPEAKING)
-        await r.until(lambda: r.daemon.counters.stalls == 1, 5)
-        await r.state(State.IDLE, 5)
+        assert r.daemon.counters.stalls == 0  # the stall to come is the answer's, not the turn's
+        await r.until(lambda: r.daemon.counters.stalls == 1)
+        await r.state(State.IDLE)
 
 
 async def test_server_hung_after_the_transcript_is_a_stall() -> None:
     # Any server message used to stop the stall timer, so a server that sent
     # the input transcript and then hung left the daemon "thinking" forever.
-    async with daemon_rig(overrides={"link.response_timeout_s": 1.0}) as r:
+    async with daemon_rig(overrides={"link.response_timeout_s": STALL_S}) as r:
         r.fake.script_turn(delay_s=60)
         await r.turn()
         await r.fake.wait_for(lambda f: f.count("inputTranscription", sent=True) == 1)
-        await r.until(lambda: r.daemon.counters.stalls == 1, 5)
-        await r.state(State.IDLE, 5)
+        await r.until(lambda: r.daemon.counters.stalls == 1)
+        await r.state(State.IDLE)
         assert r.daemon.link.state is LinkState.CONNECTED
 
 
@@ -178,8 +210,8 @@ async def test_tool_cancelled_after_a_short_tap_still_ends_the_turn() -> None:
         await r.fake.wait_for(lambda f: f.count("activityStart") == 1)
         r.daemon.release("test")
         await r.fake.cancel_tool_calls([call_id])
-        await r.fake.wait_for(lambda f: f.count("activityEnd") == 1, 5)
-        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 5)
+        await r.fake.wait_for(lambda f: f.count("activityEnd") == 1)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
         await r.state(State.IDLE)
 
 
@@ -247,7 +279,11 @@ async def test_the_fault_suite_fails_a_broken_daemon() -> None:
     # All broken daemons at once: each kind of breakage must be caught, with
     # the symptom the suite promises to report.
     factories = {seed: cls for cls, _, seeds in BROKEN.values() for seed in seeds}
-    reports = await run_seeds(sorted(factories), width=len(factories), daemon_factory=factories)
+    # A short verdict deadline can only add failures, and a broken daemon that
+    # never heals would otherwise hold the test for the full one.
+    reports = await run_seeds(
+        sorted(factories), width=len(factories), daemon_factory=factories, judge_s=10.0
+    )
     for name, (cls, symptoms, seeds) in BROKEN.items():
         failures = [f for r in reports if r.seed in seeds for f in r.failures]
         assert any(s in f for f in failures for s in symptoms), (
@@ -261,16 +297,17 @@ async def test_a_long_replay_is_not_mistaken_for_a_stall() -> None:
     # replay outlasted link.response_timeout_s, the daemon redialled and
     # replayed again, for ever. (The same with the shipped defaults and a
     # 60 s offline buffer: 30 s of replay against a 20 s timeout.)
-    async with daemon_rig(overrides={"link.response_timeout_s": 1.0}) as r:
+    async with daemon_rig(overrides={"link.response_timeout_s": STALL_S}) as r:
         r.daemon.press("test")
-        # 3 s of speech (the simulated mic runs at 4x): 1.5 s of replay at 2x.
-        await r.fake.wait_for(lambda f: f.audio_received_s() >= 3.0)
+        # 5 s of speech (the simulated mic runs at 4x): 2.5 s of replay at 2x,
+        # longer than the response timeout.
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 5.0)
         await r.fake.drop_connection()
         r.daemon.release("test")
-        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 15)
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed, 30)
         await r.state(State.IDLE)
         assert r.daemon.counters.stalls == 0
-        assert r.fake.turns[-1].heard_s >= 3.0
+        assert r.fake.turns[-1].heard_s >= 5.0
 
 
 async def test_the_close_of_an_interrupted_turn_is_not_the_answer() -> None:

@@ -365,10 +365,17 @@ async def main():
     mic, speaker = open_pyaudio(input_device="flood_mic", output_device="edge_spk")
     await mic.start()
     chunks = []
+    loop = asyncio.get_running_loop()
     for _ in range(int(sys.argv[1])):
         chunks.append(await mic.read())
         if len(chunks) == 10:
-            await asyncio.sleep(0.05)  # a busy loop: the unclocked device runs far ahead
+            # A busy loop: stop reading until the unclocked device has overrun
+            # the queue during the stall, however slow the machine (PortAudio's
+            # thread counts the blocks it drops; some may have gone before the
+            # first read, as the device ran ahead of the reader from the start).
+            before, deadline = mic._dropped, loop.time() + 30
+            while mic._dropped == before and loop.time() < deadline:
+                await asyncio.sleep(0.01)
     await mic.close()
     await speaker.close()
     open(sys.argv[2], "wb").write(b"".join(chunks))

@@ -62,9 +62,13 @@ class FakeStream:
         self.callback: Callable[..., tuple[Any, int]] = kwargs["stream_callback"]
         self.running = False
         self.closed = False
+        self.died = False  # PortAudio's thread quit on an error (an unplugged device)
 
     def start_stream(self) -> None:
         self.running = True
+
+    def is_active(self) -> bool:
+        return self.running and not self.died
 
     def stop_stream(self) -> None:
         self.running = False
@@ -98,6 +102,8 @@ class FakePyAudio:
         self.open_error = open_error
         self.streams: list[FakeStream] = []
         self.terminated = False
+        # PortAudio reads its environment once, as it initialises: what it saw.
+        self.environ_at_init = dict(os.environ)
 
     def get_device_count(self) -> int:
         return len(self.devices)
@@ -791,8 +797,9 @@ async def test_open_audio_opens_the_named_devices(
         volume=0.8,
     )
     assert isinstance(mic, backend.PyAudioMicrophone) and isinstance(spk, backend.PyAudioSpeaker)
-    assert os.environ.get("PA_ALSA_PLUGHW") == "1"  # set before PortAudio started
     pa = fake_portaudio.made[0]
+    # A plughw: device is listed only if PortAudio saw this as it initialised.
+    assert pa.environ_at_init.get("PA_ALSA_PLUGHW") == "1"
     mic_stream, spk_stream = pa.streams
     assert mic_stream.kwargs["input_device_index"] == 2 and mic_stream.kwargs["rate"] == 48000
     assert mic_stream.kwargs["frames_per_buffer"] == 960 and mic.chunk_bytes == 640
@@ -803,6 +810,15 @@ async def test_open_audio_opens_the_named_devices(
     assert not pa.terminated, "the speaker still needs PortAudio"
     await spk.close()
     assert pa.terminated
+
+
+def test_portaudio_starts_without_plughw_when_no_device_asks_for_it(
+    fake_portaudio: PortAudioFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PA_ALSA_PLUGHW", raising=False)
+    open_audio("pyaudio", input_device="usb pnp", output_device="hw:CARD=seeed2micvoicec,DEV=0")
+    assert "PA_ALSA_PLUGHW" not in fake_portaudio.made[0].environ_at_init
+    assert "PA_ALSA_PLUGHW" not in os.environ
 
 
 def test_a_device_that_will_not_open_is_named_and_nothing_leaks(
@@ -829,6 +845,45 @@ def test_bad_volume_is_refused_before_portaudio_starts(
     with pytest.raises(AudioConfigError, match=r"volume must be 0\.\.2"):
         open_audio("pyaudio", volume=3)
     assert not fake_portaudio.made
+
+
+def test_each_side_opens_on_a_portaudio_of_its_own(
+    fake_portaudio: PortAudioFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PortAudio lists devices again only once every instance has terminated:
+    # a side closed alone must leave none of its own behind.
+    monkeypatch.delenv("PA_ALSA_PLUGHW", raising=False)
+    mic = backend.open_pyaudio_microphone(chunk_ms=20, device="usb pnp", plughw=True)
+    spk = backend.open_pyaudio_speaker(device="seeed", volume=0.5)
+    assert os.environ.get("PA_ALSA_PLUGHW") == "1"
+    mic_pa, spk_pa = fake_portaudio.made
+    assert mic_pa.streams[0].kwargs["input_device_index"] == 2
+    assert spk_pa.streams[0].kwargs["output_device_index"] == 1 and spk.volume == 0.5
+    asyncio.run(mic.close())
+    assert mic_pa.terminated and not spk_pa.terminated
+    asyncio.run(spk.close())
+    assert spk_pa.terminated
+    with pytest.raises(AudioConfigError, match="no input device matches 'nope'"):
+        backend.open_pyaudio_microphone(device="nope")
+    assert fake_portaudio.made[-1].terminated, "a failed open leaves no PortAudio behind"
+
+
+async def test_fault_says_when_a_stream_stopped_or_went_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for side in (make_mic(), make_speaker()):
+        device, stream = side
+        assert device.fault() == ""  # not started: nothing to say
+        await device.start()
+        await in_thread(stream.callback, None, 64, {}, 0)  # PortAudio calls back
+        assert device.fault() == ""
+        monkeypatch.setattr(backend, "STALL_S", 0.0)
+        assert "no callback for" in device.fault()
+        monkeypatch.setattr(backend, "STALL_S", 2.0)
+        stream.died = True
+        assert device.fault() == f"{device.device['name']}: the stream stopped (unplugged?)"
+        await device.close()
+        assert device.fault() == "", "a closed device is not a lost one"
 
 
 def test_callbacks_are_safe_to_call_from_any_thread() -> None:

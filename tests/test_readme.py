@@ -82,6 +82,7 @@ def section_blocks(name: str) -> list[Block]:
 
 
 def test_every_readme_command_block_is_run_or_says_why_not() -> None:
+    boot_readme_test = (ROOT / "tests" / "test_boot_readme.py").read_text()
     for section, block in readme_blocks(README.read_text()):
         if block.lang != "sh":
             continue
@@ -89,7 +90,8 @@ def test_every_readme_command_block_is_run_or_says_why_not() -> None:
         if section == "quick-start":
             continue  # test_quick_start_as_written
         if section == "install-on-pi":
-            continue  # tests/test_boot.py, in a booted container
+            assert "install-on-pi" in boot_readme_test, "the boot test runs the Pi install block"
+            continue
         if "check-config" in first:
             continue  # test_check_config_block_as_written
         reason = next((why for cmd, why in NOT_RUN_HERE.items() if first.startswith(cmd)), None)

@@ -204,7 +204,7 @@ class LinkRig:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def until(self, cond: Callable[[], object], timeout_s: float = 5.0) -> None:
+    async def until(self, cond: Callable[[], object], timeout_s: float = 10.0) -> None:
         """Wait for a client-side condition, re-checked on every link state
         change and every event the handler reads."""
         async with asyncio.timeout(timeout_s):
@@ -212,10 +212,16 @@ class LinkRig:
                 await self._changed.wait()
 
 
+# Connect and setup timeouts the fake never makes a healthy link reach, however
+# slow the machine: the tests count connections and link states exactly. The
+# tests about those timeouts shorten them on purpose.
+LINK_TIMEOUT_S = 30.0
+
+
 def link_settings(url: str, **overrides: float) -> LinkSettings:
     values: dict = {
-        "connect_timeout_s": 2.0,
-        "setup_timeout_s": 1.0,
+        "connect_timeout_s": LINK_TIMEOUT_S,
+        "setup_timeout_s": LINK_TIMEOUT_S,
         "backoff_initial_s": 0.02,
         "backoff_max_s": 0.1,
         "config_error_backoff_s": 30.0,
@@ -267,7 +273,7 @@ async def link_rig(
         yield rig
     finally:
         link.stop()
-        await asyncio.wait_for(rig.task, 5)
+        await asyncio.wait_for(rig.task, 10)
         if own_fake:
             await fake.stop()
 
@@ -316,7 +322,7 @@ async def test_config_error_backs_off_long_and_a_stop_cuts_the_wait() -> None:
         assert len(r.fake.connections) == 1
         r.link.stop()
         # Stopping does not wait out the 10-minute backoff.
-        await asyncio.wait_for(asyncio.shield(r.task), 2)
+        await asyncio.wait_for(asyncio.shield(r.task), 10)
     assert r.link.state is LinkState.CLOSED
 
 
@@ -393,6 +399,9 @@ async def test_setup_timeout_hangs_up_and_retries() -> None:
         assert r.link.connects == 0 and r.sessions == []
         # Each timed-out attempt was hung up by us, not left open.
         await fake.wait_for(lambda f: f.connections[0].ended and f.connections[1].ended)
+        # From the next attempt on, a slow setup is no timeout: the attempt in
+        # flight may still time out, the one after it connects.
+        r.link.settings.setup_timeout_s = LINK_TIMEOUT_S
         fake.send_setup_complete = True
         await r.until(lambda: r.sessions)
         assert r.link.state is LinkState.CONNECTED

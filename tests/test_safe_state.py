@@ -120,3 +120,9 @@ def test_the_unit_runs_it_before_each_start_and_after_every_stop() -> None:
     assert f"ExecStopPost=-{command}" in unit
     for limit in ("LimitCORE=0", "MemoryHigh=160M", "MemoryMax=256M"):
         assert limit in unit
+
+
+def test_it_says_whether_it_runs_before_a_start_or_after_which_kind_of_stop() -> None:
+    assert safe_state.why_now({}) == "start"
+    killed = {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "KILL"}
+    assert safe_state.why_now(killed) == "stop:signal:killed:KILL"

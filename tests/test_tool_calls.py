@@ -39,10 +39,15 @@ async def test_mic_audio_waits_while_a_blocking_call_is_unanswered() -> None:
         await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
         assert r.fake.tool_responses[0]["id"] == call_id
         assert not [v for v in r.fake.protocol_violations if "tool" in v]
-        # activityStart, then the held audio, then activityEnd: in order.
-        kinds = [k for m in r.fake.connections[0].received for k in m.get("realtimeInput", {})]
+        # activityStart, then the held audio, then activityEnd: in order, and
+        # not one audio message before the answer that closed the call.
+        received = r.fake.connections[0].received
+        kinds = [k for m in received for k in m.get("realtimeInput", {})]
         assert kinds[0] == "activityStart" and kinds[-1] == "activityEnd"
         assert set(kinds[1:-1]) == {"audio"}
+        answer = next(i for i, m in enumerate(received) if "toolResponse" in m)
+        audio = [i for i, m in enumerate(received) if "audio" in m.get("realtimeInput", {})]
+        assert answer < audio[0]
 
 
 async def test_cancellation_reaches_a_non_blocking_relay_pulse() -> None:
@@ -61,8 +66,11 @@ async def test_cancellation_reaches_a_non_blocking_relay_pulse() -> None:
             await r.fake.cancel_tool_calls([call_id])
             await r.until(lambda: pins.pin(27).state == 0)
             assert r.daemon.counters.tool_cancellations == 1
-            # A cancelled call is never answered.
-            assert not [t for t in r.fake.tool_responses if t["id"] == call_id]
+            # A cancelled call is never answered. The answer to a later call is
+            # the witness: an answer to the cancelled one would have come first.
+            (later,) = await r.fake.tool_call([("get_device_states", {})])
+            await r.fake.wait_for(lambda f: any(t["id"] == later for t in f.tool_responses))
+            assert [t["id"] for t in r.fake.tool_responses] == [later]
     finally:
         hw.close()
         pins.reset()

@@ -546,7 +546,9 @@ async def test_link_back_in_time_keeps_relays_on(make: Make, factory: MockFactor
     await ok(registry, "fan", {"on": True})
     tools.link_down()
     tools.link_up()
-    # Proving that something does not happen takes some time: past the 0.1 s.
+    # The link-lost timer is an event-loop timer (call_later, 0.1 s): the loop
+    # runs timers in deadline order, so when this later one fires, it would
+    # have fired too, however slow the machine.
     await asyncio.sleep(0.3)
     assert factory.pin(5).state == 1.0
 
@@ -631,8 +633,16 @@ async def test_cancelled_blink_restores_the_led(make: Make, factory: MockFactory
         "brightness": 60,
     }
     assert lit(factory, 18, active_high=False) == pytest.approx(0.6)
+    # The blink thread is stopped: no more toggling. A blink on the lamp is the
+    # clock: while it toggles six times, one still running would have too.
     count = len(pin.states)
-    await asyncio.sleep(0.1)  # the blink thread is stopped: no more toggling
+    control = factory.pin(17)
+    control.clear_states()
+    witness = asyncio.create_task(registry.call("lamp", {"action": "blink", "seconds": 30}))
+    await until(lambda: len(control.states) >= 6, what="the lamp to blink")
+    witness.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await witness
     assert len(pin.states) == count
 
 

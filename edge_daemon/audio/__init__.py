@@ -7,10 +7,13 @@ package never loads PortAudio.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from .base import (
     MIC_RATE,
     SAMPLE_WIDTH,
     SPEAKER_RATE,
+    AudioBackendMissing,
     AudioConfigError,
     Microphone,
     PacedMicrophone,
@@ -26,6 +29,7 @@ __all__ = [
     "MIC_RATE",
     "SAMPLE_WIDTH",
     "SPEAKER_RATE",
+    "AudioBackendMissing",
     "AudioConfigError",
     "Microphone",
     "NullMicrophone",
@@ -36,6 +40,7 @@ __all__ = [
     "StandbyMicrophone",
     "WavMicrophone",
     "WavSpeaker",
+    "load_pyaudio_backend",
     "open_audio",
 ]
 
@@ -77,20 +82,26 @@ def open_audio(
     )
 
 
-def _open_pyaudio(
-    *, chunk_ms: int, input_device: str, output_device: str, volume: float
-) -> tuple[Microphone, Speaker]:
+def load_pyaudio_backend() -> ModuleType:
+    """The PortAudio backend module; AudioBackendMissing if PyAudio is not installed."""
     # Lazy: PyAudio is an optional extra, and loading PortAudio probes every ALSA
     # device (slow and noisy) even on runs that never use it.
     try:
-        from .pyaudio_backend import open_pyaudio
+        from . import pyaudio_backend
     except ModuleNotFoundError as exc:
         if exc.name != "pyaudio":
             raise  # something else is missing: let it say what
-        raise AudioConfigError(
+        raise AudioBackendMissing(
             "the pyaudio audio backend needs PyAudio: pip install 'edge-daemon[audio]' "
             "(apt-get install portaudio19-dev first, to build it)"
         ) from None
-    return open_pyaudio(
+    return pyaudio_backend
+
+
+def _open_pyaudio(
+    *, chunk_ms: int, input_device: str, output_device: str, volume: float
+) -> tuple[Microphone, Speaker]:
+    mic, speaker = load_pyaudio_backend().open_pyaudio(
         chunk_ms=chunk_ms, input_device=input_device, output_device=output_device, volume=volume
     )
+    return mic, speaker

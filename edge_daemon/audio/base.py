@@ -14,6 +14,9 @@ import asyncio
 import logging
 from typing import Protocol, runtime_checkable
 
+from ..device_health import CannotRetry
+from .reference import PlaybackTap
+
 logger = logging.getLogger(__name__)
 
 MIC_RATE = 16000
@@ -40,6 +43,10 @@ UNDERRUN_GAP_S = 0.2
 
 class AudioConfigError(ValueError):
     """An audio device or file cannot be used as configured; the message says how to fix it."""
+
+
+class AudioBackendMissing(AudioConfigError, CannotRetry):
+    """The backend's library is not installed: no retry brings the device back."""
 
 
 @runtime_checkable
@@ -282,6 +289,10 @@ class PacedSpeaker(abc.ABC):
             "write_errors": 0,
         }
         self._pacer = Pacer(rate, speed)
+        # The playback gain, 0..2, applied as audio is queued (``ctl volume``).
+        self.volume = 1.0
+        # What was played, for an echo canceller (open_tap); None: nobody asked.
+        self.tap: PlaybackTap | None = None
         self._block_bytes = rate * SPEAKER_BLOCK_MS // 1000 * SAMPLE_WIDTH
         self._max_bytes = max(int(max_buffer_s * rate), 1) * SAMPLE_WIDTH
         self._underrun_gap = UNDERRUN_GAP_S / self._pacer.speed if self._pacer.speed else 0.0
@@ -320,6 +331,12 @@ class PacedSpeaker(abc.ABC):
     def playing(self) -> bool:
         return bool(self._buf) or self._in_flight
 
+    def open_tap(self) -> PlaybackTap:
+        """The far-end reference: every block as it plays, from now on."""
+        if self.tap is None:
+            self.tap = PlaybackTap(self.rate)
+        return self.tap
+
     async def start(self) -> None:
         if self._closed:
             raise RuntimeError("speaker is closed")
@@ -335,6 +352,10 @@ class PacedSpeaker(abc.ABC):
             pcm = pcm[:-1]
             if not pcm:
                 return
+        if self.volume != 1.0:
+            from .convert import apply_gain
+
+            pcm = apply_gain(pcm, self.volume)
         self._buf += pcm
         self.counters["chunks"] += 1
         excess = len(self._buf) - self._max_bytes
@@ -446,6 +467,8 @@ class PacedSpeaker(abc.ABC):
             return
         self.counters["bytes_played"] += len(block)
         self._utterance_bytes += len(block)
+        if self.tap is not None:
+            self.tap.feed(block)
 
     def _go_idle(self) -> None:
         self._in_flight = False

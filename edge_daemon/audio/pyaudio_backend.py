@@ -42,6 +42,7 @@ from .devices import (
     resolve_device,
     wants_plughw,
 )
+from .reference import PlaybackTap
 
 if TYPE_CHECKING:
     from .convert import PcmConverter
@@ -180,6 +181,7 @@ class PyAudioMicrophone:
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._last_callback = 0.0  # written by the PortAudio thread, read by fault()
         self._log = _LogOnce()
         self._portaudio = portaudio
         self._stream = _open_stream(
@@ -193,6 +195,7 @@ class PyAudioMicrophone:
     ) -> tuple[None, int]:
         try:
             now = time.monotonic()
+            self._last_callback = now
             if status & pyaudio.paInputOverflow:
                 self.counters["device_overflows"] += 1
             if in_data:
@@ -221,6 +224,7 @@ class PyAudioMicrophone:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._last_callback = time.monotonic()
         await asyncio.to_thread(self._stream.start_stream)
         logger.info(
             "microphone: %s",
@@ -321,12 +325,35 @@ class PyAudioMicrophone:
         self._wake()  # a read waiting through the standby looks again
         return [chunk for chunk, _ in kept]
 
+    def fault(self) -> str:
+        """Why the device has stopped working ("" while it works): its stream
+        ended (PortAudio's thread quits on an error such as an unplugged USB
+        device) or no callback came for STALL_S."""
+        return _fault(self._stream, self._loop, self._closed, self._last_callback, self.device)
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._event.set()
         await asyncio.to_thread(_close_stream, self._stream, self._portaudio)
+
+
+def _fault(
+    stream: Any,
+    loop: asyncio.AbstractEventLoop | None,
+    closed: bool,
+    last_callback: float,
+    device: Device,
+) -> str:
+    if loop is None or closed:
+        return ""
+    if not stream.is_active():
+        return f"{device['name']}: the stream stopped (unplugged?)"
+    silent = time.monotonic() - last_callback
+    if silent >= STALL_S:
+        return f"{device['name']}: no callback for {silent:.1f} s (unplugged or wedged?)"
+    return ""
 
 
 def _close_stream(stream: Any, portaudio: _PortAudio) -> None:
@@ -398,6 +425,8 @@ class PyAudioSpeaker:
         self._played = 0  # device bytes handed to PortAudio
         self._last_callback = 0.0
         self._trace_flush = False  # EDGE_DAEMON_TRACE: stamp the first callback after a flush
+        # What the device was handed, silence included, for an echo canceller.
+        self.tap: PlaybackTap | None = None
 
         self._idle = asyncio.Event()
         self._idle.set()
@@ -440,6 +469,9 @@ class PyAudioSpeaker:
         short = want - len(out)
         if short > 0:
             out += self._silence[:short] if short <= len(self._silence) else bytes(short)
+        tap = self.tap
+        if tap is not None:
+            tap.feed(out)
         return out, pyaudio.paContinue
 
     # event loop ----------------------------------------------------------------
@@ -461,12 +493,20 @@ class PyAudioSpeaker:
     def playing(self) -> bool:
         return self._active
 
+    def open_tap(self) -> PlaybackTap:
+        """The far-end reference: every block the device is handed, from now on."""
+        if self.tap is None:
+            self.tap = PlaybackTap(self.device_rate, self.device_channels)
+        return self.tap
+
     async def start(self) -> None:
         if self._closed:
             raise RuntimeError("speaker is closed")
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        with self._lock:
+            self._last_callback = time.monotonic()
         await asyncio.to_thread(self._stream.start_stream)
         logger.info(
             "speaker: %s",
@@ -544,6 +584,12 @@ class PyAudioSpeaker:
                     self._stalled()
                     return
 
+    def fault(self) -> str:
+        """Why the device has stopped working ("" while it works); see the microphone's."""
+        with self._lock:
+            last = self._last_callback
+        return _fault(self._stream, self._loop, self._closed, last, self.device)
+
     def _stalled(self) -> None:
         # The device stopped asking for audio: drop what it will never play
         # rather than leave the daemon waiting for it forever.
@@ -588,6 +634,63 @@ def _open_error(device: Device, direction: Direction, exc: BaseException) -> Aud
         f"cannot open {direction} device {device['index']} ({device['name']}): {detail}; "
         "is another program (PulseAudio, PipeWire, another daemon) holding it?"
     )
+
+
+def _fresh_portaudio(plughw: bool) -> _PortAudio:
+    if plughw:
+        import os
+
+        # PortAudio lists hardware as hw:N,M unless told to use ALSA's plug
+        # layer; read once, when PortAudio initialises, so set it first.
+        os.environ.setdefault("PA_ALSA_PLUGHW", "1")
+    return _PortAudio(new_pyaudio())
+
+
+def open_pyaudio_microphone(
+    *, chunk_ms: int = 40, device: str = "", plughw: bool = False
+) -> PyAudioMicrophone:
+    """The input device alone, on a PortAudio instance of its own (blocking).
+
+    Each side holding its own instance is what lets them be reopened: PortAudio
+    reads the list of devices again only after every instance has terminated.
+    ``plughw``: list hardware as ALSA ``plughw`` devices (either side's name asks for it).
+    """
+    portaudio = _fresh_portaudio(plughw)
+    portaudio.acquire()
+    try:
+        dev, rate, ch = _open_side(
+            portaudio.pa, list_devices(portaudio.pa), device, "input", MIC_RATE
+        )
+        try:
+            return PyAudioMicrophone(
+                portaudio, dev, device_rate=rate, device_channels=ch, chunk_ms=chunk_ms
+            )
+        except (OSError, ValueError) as exc:
+            raise _open_error(dev, "input", exc) from None
+    finally:
+        portaudio.release()
+
+
+def open_pyaudio_speaker(
+    *, device: str = "", volume: float = 1.0, plughw: bool = False
+) -> PyAudioSpeaker:
+    """The output device alone, on a PortAudio instance of its own (blocking)."""
+    if not 0 <= volume <= 2:
+        raise AudioConfigError(f"audio.volume must be 0..2, got {volume!r}")
+    portaudio = _fresh_portaudio(plughw)
+    portaudio.acquire()
+    try:
+        dev, rate, ch = _open_side(
+            portaudio.pa, list_devices(portaudio.pa), device, "output", SPEAKER_RATE
+        )
+        try:
+            return PyAudioSpeaker(
+                portaudio, dev, device_rate=rate, device_channels=ch, volume=volume
+            )
+        except (OSError, ValueError) as exc:
+            raise _open_error(dev, "output", exc) from None
+    finally:
+        portaudio.release()
 
 
 def open_pyaudio(

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import CAPTURE_TIMEOUT_S, Camera, CameraConfigError, CameraError, ThreadedCamera
+from .base import (
+    CAPTURE_TIMEOUT_S,
+    Camera,
+    CameraConfigError,
+    CameraError,
+    CameraSetupError,
+    ThreadedCamera,
+)
 from .ticker import MIN_INTERVAL_S, FrameTicker
 
 if TYPE_CHECKING:
@@ -22,6 +29,7 @@ __all__ = [
     "Camera",
     "CameraConfigError",
     "CameraError",
+    "CameraSetupError",
     "FrameTicker",
     "ThreadedCamera",
     "open_camera",
@@ -34,7 +42,8 @@ def open_camera(cfg: CameraConfig) -> Camera | None:
     """The configured camera, not yet started; None for ``backend = "none"``.
 
     CameraConfigError (a ValueError) names what is wrong: an unknown backend,
-    a missing file, a missing library.
+    a missing file, a missing library. CameraSetupError, one of them, is what
+    no retry can heal (a library, a setting); a missing file may come back.
     """
     common = {"max_side": cfg.max_side, "jpeg_quality": cfg.jpeg_quality}
     if cfg.backend == "none":
@@ -42,7 +51,7 @@ def open_camera(cfg: CameraConfig) -> Camera | None:
     try:
         import PIL  # noqa: F401 - every backend scales and encodes with it
     except ModuleNotFoundError:
-        raise CameraConfigError("the camera needs Pillow: pip install Pillow") from None
+        raise CameraSetupError("the camera needs Pillow: pip install Pillow") from None
     if cfg.backend == "file":
         from .files import FileCamera
 
@@ -51,7 +60,7 @@ def open_camera(cfg: CameraConfig) -> Camera | None:
         from .picam import Picamera2Camera
 
         if cfg.device and not cfg.device.isdigit():
-            raise CameraConfigError(
+            raise CameraSetupError(
                 f"camera.device for picamera2 is a camera number (0, 1), got {cfg.device!r}"
             )
         return Picamera2Camera(
@@ -61,6 +70,6 @@ def open_camera(cfg: CameraConfig) -> Camera | None:
         from .webcam import OpenCVCamera
 
         return OpenCVCamera(cfg.device, width=cfg.width, height=cfg.height, **common)
-    raise CameraConfigError(
+    raise CameraSetupError(
         f"unknown camera backend {cfg.backend!r}; expected one of {', '.join(BACKENDS)}"
     )

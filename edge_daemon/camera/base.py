@@ -12,6 +12,8 @@ import abc
 import asyncio
 from typing import Any, Protocol, runtime_checkable
 
+from ..device_health import CannotRetry
+
 # A capture that takes longer has hung (camera cable out, driver wedged).
 CAPTURE_TIMEOUT_S = 10.0
 
@@ -22,6 +24,11 @@ class CameraError(RuntimeError):
 
 class CameraConfigError(CameraError, ValueError):
     """The camera cannot be used as configured (missing file, missing library)."""
+
+
+class CameraSetupError(CameraConfigError, CannotRetry):
+    """No camera plugged in could work as configured (a library is missing, a
+    setting cannot be met): it is not retried."""
 
 
 @runtime_checkable
@@ -46,9 +53,9 @@ class ThreadedCamera(abc.ABC):
 
     def __init__(self, *, max_side: int = 1024, jpeg_quality: int = 75) -> None:
         if max_side < 16:
-            raise CameraConfigError(f"camera.max_side must be >= 16, got {max_side!r}")
+            raise CameraSetupError(f"camera.max_side must be >= 16, got {max_side!r}")
         if not 1 <= jpeg_quality <= 100:
-            raise CameraConfigError(f"camera.jpeg_quality must be 1..100, got {jpeg_quality!r}")
+            raise CameraSetupError(f"camera.jpeg_quality must be 1..100, got {jpeg_quality!r}")
         self.max_side = max_side
         self.jpeg_quality = jpeg_quality
         self.counters: dict[str, int] = {"captures": 0}

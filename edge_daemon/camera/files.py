@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import CameraConfigError, CameraError, ThreadedCamera
+from .base import CameraConfigError, CameraError, CameraSetupError, ThreadedCamera
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -26,7 +26,7 @@ class FileCamera(ThreadedCamera):
     def __init__(self, path: str, *, max_side: int = 1024, jpeg_quality: int = 75) -> None:
         super().__init__(max_side=max_side, jpeg_quality=jpeg_quality)
         if not path:
-            raise CameraConfigError(
+            raise CameraSetupError(
                 "camera.backend = 'file' needs camera.file (an image or folder)"
             )
         self.path = Path(path)

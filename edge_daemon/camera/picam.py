@@ -18,7 +18,12 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-from .base import CAPTURE_TIMEOUT_S, CameraConfigError, CameraError, ThreadedCamera
+from .base import (
+    CAPTURE_TIMEOUT_S,
+    CameraError,
+    CameraSetupError,
+    ThreadedCamera,
+)
 
 # picamera2 gives up on a frame a little before our own timeout, so its worker
 # thread returns instead of being abandoned.
@@ -29,7 +34,7 @@ def _picamera2_class() -> Callable[..., Any]:
     try:
         from picamera2 import Picamera2
     except ModuleNotFoundError:
-        raise CameraConfigError(
+        raise CameraSetupError(
             "camera.backend = 'picamera2' needs picamera2: on Raspberry Pi OS "
             "`apt install python3-picamera2` and a venv made with --system-site-packages"
         ) from None

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import CameraConfigError, CameraError, ThreadedCamera
+from .base import CameraError, CameraSetupError, ThreadedCamera
 
 
 def _cv2() -> Any:
     try:
         import cv2
     except ModuleNotFoundError:
-        raise CameraConfigError(
+        raise CameraSetupError(
             "camera.backend = 'opencv' needs OpenCV: pip install 'edge-daemon[webcam]'"
         ) from None
     return cv2

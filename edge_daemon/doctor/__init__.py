@@ -20,8 +20,10 @@ The checks, one module each (or a few closely related):
     clock.py        NTP has set the clock
     microphone.py   the mic opens; with --listen it hears sound
     speaker.py      the speaker opens; with --beep it plays a tone
+    voice.py        the wake word, end of speech and echo cancellation can run
     gpio.py         the configured pins exist and are free
     camera.py       the configured camera is there
+    mqtt.py         the broker: connect, log in, a publish/subscribe round trip
     service.py      the service user, and the unit's state
     tokens.py       gemini.token_command hands out a token
     link.py         the running daemon's link: quota, token, key, server trouble
@@ -44,12 +46,14 @@ from .gpio import (
 )
 from .machine import Completed, Runner, run_command
 from .microphone import check_microphone, rms_s16
+from .mqtt import check_mqtt
 from .network import Connector, Resolver, check_endpoint, check_live, clock_hint
 from .report import Check, Status, exit_status, format_json, format_text
 from .runner import Machine, Options, run_checks
 from .service import check_service, check_service_user
 from .speaker import check_speaker, tone_s16
 from .tokens import check_token_command
+from .voice import check_voice
 
 __all__ = [
     "Check",
@@ -69,10 +73,12 @@ __all__ = [
     "check_key",
     "check_live",
     "check_microphone",
+    "check_mqtt",
     "check_service",
     "check_service_user",
     "check_speaker",
     "check_token_command",
+    "check_voice",
     "clock_hint",
     "configured_pins",
     "exit_status",

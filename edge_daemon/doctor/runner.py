@@ -18,12 +18,14 @@ from .gpio import check_gpio, gpio_gid, probe_pins
 from .link import Ask, check_link
 from .machine import KEY_FILE, Runner, run_command, under, unit_installed
 from .microphone import check_microphone
+from .mqtt import MQTT_PASSWORD_FILE, check_mqtt
 from .network import check_endpoint, check_live
 from .portaudio import load_pyaudio
 from .report import Check, skip
 from .service import check_service, check_service_user, service_active
 from .speaker import check_speaker
 from .tokens import check_token_command
+from .voice import check_voice
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,9 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
     if cfg is None:
         unchecked = ("api_key", "token", "endpoint", "live", "clock", "microphone", "speaker")
         checks += [skip(n, "needs a config that parses") for n in unchecked]
-        checks += [skip(n, "needs a config that parses") for n in ("gpio", "camera")]
+        checks += [
+            skip(n, "needs a config that parses") for n in ("voice", "gpio", "camera", "mqtt")
+        ]
     else:
         # The built-in fake under --simulate needs no key, no TLS and so no clock.
         fake_endpoint = opts.simulate and not cfg.gemini.endpoint
@@ -125,6 +129,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
                 cfg, simulate=opts.simulate, beep=opts.beep, service_active=active, loader=m.pyaudio
             )
         )
+        checks.append(check_voice(cfg))
         checks.append(
             check_gpio(
                 cfg,
@@ -136,6 +141,7 @@ def run_checks(opts: Options, machine: Machine | None = None) -> list[Check]:
             )
         )
         checks.append(check_camera(cfg, root=m.root))
+        checks.append(check_mqtt(cfg, m.env, password_file=under(m.root, MQTT_PASSWORD_FILE)))
     # Not installed is a failure on a device, and expected on a desktop under --simulate.
     expected = installed or not opts.simulate
     checks.append(check_service_user(installed=expected))

@@ -83,6 +83,8 @@ The parts, each building on the ones before it:
     core.py       the fake's state; send, close, violations, wait_for
     answers.py    the model's side of a turn: barge-in, tool calls, the streamed answer
     rules.py      what a client may send, and what happens when it breaks a rule
+    activity_detection.py  the automatic activity detection (an energy detector
+                  that honours silenceDurationMs, prefixPaddingMs, sensitivities)
     controls.py   what a test does to the fake during a run
     server.py     FakeGemini: listening, authentication, the read loop
     cli.py        ``edge-daemon fake-server``

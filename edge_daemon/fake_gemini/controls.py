@@ -82,9 +82,8 @@ class Controls(Answers):
             self._unstalled.set()
         self._notify()
 
-    async def _go_away_later(self, conn: FakeConnection) -> None:
-        assert self.go_away_after_s is not None
-        await asyncio.sleep(self.go_away_after_s)
+    async def _go_away_later(self, conn: FakeConnection, after_s: float) -> None:
+        await asyncio.sleep(after_s)
         with contextlib.suppress(ConnectionClosed):
             await self._send(conn, {"goAway": {"timeLeft": duration(self.go_away_grace_s)}})
             await self._close_later(conn, self.go_away_grace_s)

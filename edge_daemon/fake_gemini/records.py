@@ -72,6 +72,7 @@ class FakeConnection:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     _flags: set[str] = field(default_factory=set, repr=False)  # violations reported once
     _silence_s: float = 0.0
+    activity: Any = field(default=None, repr=False)  # the automatic activity detector
     _last_video_at: float | None = None
 
     @property

@@ -7,16 +7,15 @@ protocol violation."""
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import logging
 import re
-import sys
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from .activity_detection import ActivityDetector
 from .answers import Answers
 from .protocol import (
     CLIENT_KEYS,
@@ -28,8 +27,6 @@ from .protocol import (
     SESSION_NOT_FOUND,
     SETUP_FIELDS,
     V1ALPHA_ONLY,
-    VAD_PEAK,
-    VAD_SILENCE_S,
     Reject,
     b64_data,
     image_size,
@@ -265,19 +262,17 @@ class ClientRules(Answers):
             turn.heard_pcm += pcm
 
     async def _vad(self, conn: FakeConnection, pcm: bytes, seconds: float) -> None:
-        """Automatic activity detection, crudely: a loud chunk starts a turn, quiet ends it."""
-        samples = array.array("h", pcm)
-        if sys.byteorder == "big":
-            samples.byteswap()
-        loud = bool(samples) and max(-min(samples), max(samples)) > VAD_PEAK
+        """Automatic activity detection, crudely (activity_detection.py)."""
+        if conn.activity is None:
+            conn.activity = ActivityDetector.from_setup(conn.setup)
+        event = conn.activity.feed(pcm, seconds)
         if conn.capture is None:
-            if not loud:
+            if event != "start":
                 return
             await self._barge_in(conn)
             conn.capture = Turn("vad", conn)
         self._hear(conn.capture, pcm, seconds)
-        conn._silence_s = 0.0 if loud else conn._silence_s + seconds
-        if conn._silence_s >= VAD_SILENCE_S:
+        if event == "end":
             await self._end_capture(conn)
 
     def _on_video(self, conn: FakeConnection, blob: Any, what: str) -> None:
@@ -377,5 +372,7 @@ class ClientRules(Answers):
 
     async def _end_capture(self, conn: FakeConnection) -> None:
         turn, conn.capture, conn._silence_s = conn.capture, None, 0.0
+        if conn.activity is not None:
+            conn.activity.reset()
         assert turn is not None
         await self._begin_reply(conn, turn)

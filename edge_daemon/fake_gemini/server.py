@@ -115,7 +115,9 @@ class FakeGemini(Controls, ClientRules):
                 await self._close(conn, 1008, BAD_API_KEY, "missing or wrong API key")
                 return
             if self.go_away_after_s is not None:
-                conn.spawn(self._go_away_later(conn))
+                # The schedule is fixed as the connection opens: changing the
+                # knob later affects only connections opened after that.
+                conn.spawn(self._go_away_later(conn, self.go_away_after_s))
             await self._read_loop(conn)
         finally:
             await self._cancel_tasks(conn)

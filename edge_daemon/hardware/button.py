@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from gpiozero import DigitalInputDevice
@@ -69,6 +70,7 @@ class PushToTalk:
         self._poller: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        self._touched_at: float | None = None
 
     # ------------------------------------------------------------ public
 
@@ -85,6 +87,12 @@ class PushToTalk:
     @property
     def pin(self) -> int:
         return self._cfg.pin
+
+    def last_touch(self) -> float | None:
+        """When a finger last pressed or let go of the button (a press that
+        counted, time.monotonic()): the proof of presence a tool's
+        require_recent_press_s asks for. ctl, MQTT and text never set it."""
+        return self._touched_at
 
     def start(self) -> None:
         """Begin watching the button. Call it in the loop thread."""
@@ -193,6 +201,7 @@ class PushToTalk:
             self._fire(self._on_press)
 
     def _fire(self, callback: Callable[[], None]) -> None:
+        self._touched_at = time.monotonic()
         # A failing handler must not leave the button dead for the next turn.
         try:
             callback()

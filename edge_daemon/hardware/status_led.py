@@ -41,6 +41,8 @@ STATE_PATTERNS: dict[str, str] = {
     "speaking": "pulse_slow",
     "reconnecting": "blink",
     "error": "blink_fast",
+    # Not a daemon state: shown instead of idle while muted.
+    "muted": "muted",
 }
 
 STATE_COLOURS: dict[str, tuple[float, float, float]] = {
@@ -51,6 +53,7 @@ STATE_COLOURS: dict[str, tuple[float, float, float]] = {
     "speaking": (0.0, 1.0, 1.0),
     "reconnecting": (1.0, 0.3, 0.0),
     "error": (1.0, 0.0, 0.0),
+    "muted": (1.0, 0.0, 0.3),
 }
 
 # (on_time, off_time) of the blinking patterns; a plain LED cannot breathe,
@@ -62,6 +65,7 @@ _BLINKS: dict[str, tuple[float, float]] = {
     "pulse_slow": (0.8, 0.2),
     "blink": (0.5, 0.5),
     "blink_fast": (0.1, 0.1),
+    "muted": (1.5, 0.5),  # mostly on, a short dark beat: unlike any state
 }
 # Fade-in/fade-out seconds of the breathing patterns (PWM and RGB).
 _PULSES: dict[str, float] = {"pulse_quick": 0.25, "pulse_slow": 1.0}

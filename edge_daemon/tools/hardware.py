@@ -87,6 +87,8 @@ class _Device(ABC):
         # only if it is still the owner, never over a later call's action.
         self._owner: object | None = None
         self._waiter: asyncio.Future[str] | None = None
+        # Told the device's name after every change it records (HardwareTools.subscribe).
+        self.on_change: Callable[[str], None] | None = None
 
     @property
     @abstractmethod
@@ -96,7 +98,7 @@ class _Device(ABC):
     def declaration(self) -> dict[str, Any]: ...
 
     @abstractmethod
-    async def run(self, args: Mapping[str, Any]) -> Mapping[str, Any]: ...
+    async def run(self, args: Mapping[str, Any], cause: str = "tool") -> Mapping[str, Any]: ...
 
     @abstractmethod
     def state(self) -> dict[str, Any]: ...
@@ -130,6 +132,8 @@ class _Device(ABC):
                 "EDGE_CAUSE": cause,
             },
         )
+        if self.on_change is not None:
+            self.on_change(self.name)
 
     def _settle_waiter(self, how: str) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -216,7 +220,7 @@ class _Led(_Device):
             self.name, what + how, self.parameters, blocking=not self._ctx.non_blocking
         )
 
-    async def run(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def run(self, args: Mapping[str, Any], cause: str = "tool") -> Mapping[str, Any]:
         a = self._check(args)
         action = a["action"]
         if "brightness" in a and action != "on":
@@ -232,13 +236,13 @@ class _Led(_Device):
             # replaces another one.
             back_to = self._after_blink or self.look
             self._cancel_blink_end()
-            self._show(_Look("blink"), "tool")
+            self._show(_Look("blink"), cause)
             if seconds is not None:
                 self._arm_blink_end(back_to, seconds)
         else:
             self._cancel_blink_end()
             level = a.get("brightness", 100) / 100
-            self._show(_Look("on", level) if action == "on" and level > 0 else _OFF, "tool")
+            self._show(_Look("on", level) if action == "on" and level > 0 else _OFF, cause)
         self._owner = token
         try:
             if self._ctx.non_blocking and seconds is not None:
@@ -408,7 +412,7 @@ class _Relay(_Device):
             self.name, what + rules, self.parameters, blocking=not self._ctx.non_blocking
         )
 
-    async def run(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def run(self, args: Mapping[str, Any], cause: str = "tool") -> Mapping[str, Any]:
         a = self._check(args)
         on: bool = a["on"]
         seconds: float | None = a.get("seconds")
@@ -423,7 +427,7 @@ class _Relay(_Device):
         self._settle_waiter("superseded by a later call")
         if on:
             if not self.is_on:
-                self._switch(True, "tool")
+                self._switch(True, cause)
                 switched_on = True
             assert self._on_since is not None
             limit, why = self._limit(now)
@@ -432,7 +436,7 @@ class _Relay(_Device):
             else:
                 self._arm_auto_off(limit, why)
         elif self.is_on:
-            self._switch(False, "tool")
+            self._switch(False, cause)
         self._owner = token
         try:
             if self._ctx.non_blocking and seconds is not None:
@@ -664,6 +668,9 @@ class HardwareTools:
             self._close_devices()  # a pin that cannot be claimed: free the others
             raise
         self._closed = False
+        self._listeners: list[Callable[[str], None]] = []
+        for device in self.devices:
+            device.on_change = self._changed
         # A crash that skips close() still leaves every relay off. atexit runs
         # last-registered first, so this runs before gpiozero's own cleanup.
         atexit.register(self._at_exit)
@@ -717,6 +724,22 @@ class HardwareTools:
         """Every device by name: pin, on/off, brightness, blink and relay timers."""
         return {device.name: device.state() for device in self.devices}
 
+    async def switch(self, name: str, args: Mapping[str, Any], cause: str) -> Mapping[str, Any]:
+        """Switch a device from outside the model (ctl, MQTT), on the model's
+        own path: the same argument checks, bounds and budgets, and ``cause``
+        in the journal record. Raises ValueError for an unknown name or a
+        refused call (nothing changed)."""
+        for device in self.devices:
+            if device.name == name:
+                return await device.run(args, cause=cause)
+        raise ValueError(f"no device named {name!r}")
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """``listener(name)`` after every change a device records, whoever made
+        it (the model, ctl, MQTT, a timer, a safe state). It runs inside the
+        change: read ``states()`` later, not from the listener itself."""
+        self._listeners.append(listener)
+
     def link_down(self) -> None:
         """The Live link is lost: relays go off after their off_after_link_lost_s.
         Calling it again while down does not restart the clocks."""
@@ -752,6 +775,13 @@ class HardwareTools:
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop or asyncio.get_running_loop()
+
+    def _changed(self, name: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(name)
+            except Exception:  # an observer must never stop a switch (or a safe state)
+                log.exception("device change listener failed")
 
     async def _get_device_states(self, args: Mapping[str, Any]) -> Mapping[str, Any]:
         validate_args(GET_DEVICE_STATES, None, args)

@@ -26,6 +26,8 @@ class ToolOutcome:
 
 
 ToolFunction = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+# Told of every call the model made, once it is answered: name, args, outcome.
+CallListener = Callable[[str, Mapping[str, Any], ToolOutcome], None]
 
 # A declaration's "behavior" for a function the model need not wait for.
 NON_BLOCKING = "NON_BLOCKING"
@@ -60,6 +62,7 @@ class Tool:
 @dataclass
 class ToolRegistry:
     tools: dict[str, Tool] = field(default_factory=dict)
+    listeners: list[CallListener] = field(default_factory=list)
 
     def add(self, tool: Tool) -> None:
         if tool.name in self.tools:
@@ -80,6 +83,15 @@ class ToolRegistry:
         return tool.blocking if tool else True
 
     async def call(self, name: str, args: Mapping[str, Any]) -> ToolOutcome:
+        outcome = await self._call(name, args)
+        for listener in list(self.listeners):
+            try:
+                listener(name, args, outcome)
+            except Exception:  # an observer (the MQTT event topic) never costs the answer
+                log.exception("tool call listener failed")
+        return outcome
+
+    async def _call(self, name: str, args: Mapping[str, Any]) -> ToolOutcome:
         tool = self.tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"

@@ -21,6 +21,11 @@ class PreRoll:
     def keep(self, chunk: bytes) -> None:
         self._ring.append(chunk)  # the oldest goes: pre-roll is the last moments only
 
+    def trim(self, chunks: int) -> None:
+        """Keep only the newest ``chunks`` (a wake word: the turn starts at its end)."""
+        while len(self._ring) > chunks:
+            self._ring.popleft()
+
     def clear(self) -> None:
         self._ring.clear()
 

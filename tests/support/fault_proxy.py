@@ -9,9 +9,11 @@ varies), so a failing seed is a lead, not a coin toss.
 
 Server -> client frames take most of the abuse: that is what a buggy server or
 a mangling middlebox does to the daemon. Client -> server frames are only
-delayed or, rarely, corrupted, which the fake answers with a 1007 close like the
-real server: TCP never silently loses or repeats a client frame on a live
-connection, so dropping one would test the fake, not the daemon.
+delayed or, rarely, garbled past reading, which the fake answers with a 1007
+close like the real server: TCP never silently loses or repeats a client frame
+on a live connection, so dropping one would test the fake, not the daemon; and
+no network (TLS least of all) turns a client frame into a different message
+that still reads, so a garbled one never parses (see ``garble``).
 """
 
 from __future__ import annotations
@@ -175,6 +177,24 @@ def corrupt(frame: bytes, rng: random.Random) -> bytes | str:
         msg = _mutate(msg, rng)
     out = json.dumps(msg, ensure_ascii=rng.random() < 0.5)
     return out.encode() if rng.random() < 0.8 else out
+
+
+def garble(frame: bytes, rng: random.Random) -> bytes:
+    """A client frame damaged past reading: cut short before its closing brace,
+    or with a byte that never occurs in UTF-8. A server can only refuse it (the
+    fake closes with 1007, as the real service does).
+
+    Never a different message that still reads, as ``corrupt`` may make: the
+    server would then act on something the client never sent. (It did: a
+    toolResponse whose one entry ``corrupt`` doubled reached the fake as two
+    answers to one call, which the daemon had sent once.)
+    """
+    end = frame.rfind(b"}")
+    if end > 0 and rng.random() < 0.5:
+        # A client message is one JSON object: without its last "}" it never parses.
+        return frame[: rng.randrange(1, end + 1)]
+    i = rng.randrange(len(frame) + 1)
+    return frame[:i] + b"\xff" + frame[i:]
 
 
 def _mutate(node: Any, rng: random.Random, depth: int = 0) -> Any:
@@ -379,7 +399,7 @@ class FaultProxy:
         if action is Action.TRUNCATE:
             frame = raw[: self.rng.randrange(max(1, len(raw)))]
         elif action is Action.CORRUPT:
-            frame = corrupt(raw, self.rng)
+            frame = corrupt(raw, self.rng) if downstream else garble(raw, self.rng)
         await dst.send(frame)
         copies = 1
         if action is Action.DUPLICATE:
