@@ -99,6 +99,9 @@ CI_TOLERANCE = 1.25
 # After READY, before a window opens: start-up's tail (the first frame, the
 # first ping, thread pools) is not the steady state being measured.
 SETTLE_S = 3.0
+# Idle is what a device is after a while: past the speaker's rest
+# (audio.speaker_rest_s, 5 s by default).
+IDLE_SETTLE_S = 8.0
 
 
 # ---------------------------------------------------------------- readings
@@ -260,14 +263,14 @@ class Row:
         self.slots.append(Slot(client, None, False))
 
     async def run(
-        self, seconds: float, samples: list[float] | None = None
+        self, seconds: float, samples: list[float] | None = None, settle_s: float = SETTLE_S
     ) -> dict[str, list[Reading]]:
         """Start everything, wait SETTLE_S, measure ``seconds`` (and, for the
         scale curve, at each time in ``samples``), stop everything."""
         out: dict[str, list[Reading]] = {s.client.name: [] for s in self.slots}
         try:
             await asyncio.gather(*(self._start(s) for s in self.slots))
-            await asyncio.sleep(SETTLE_S)  # the schedule, not a synchronisation
+            await asyncio.sleep(settle_s)  # the schedule, not a synchronisation
             t0 = time.monotonic()
             first = {s.client.name: proc_sample(s.client.pid) for s in self.slots}
             marks = sorted({*(samples or []), seconds})
@@ -352,7 +355,7 @@ async def idle(ctx: Row, seconds: float) -> dict[str, Any]:
     await ctx.daemon("daemon-null-idle", "null", talk=False, idle=True)
     await ctx.pipe(RawClient, "raw-idle", talk=False, idle=True)
     await ctx.pipe(PyAudioClient, "pyaudio-idle", talk=False, idle=True)
-    r = {k: v[-1] for k, v in (await ctx.run(seconds)).items()}
+    r = {k: v[-1] for k, v in (await ctx.run(seconds, settle_s=IDLE_SETTLE_S)).items()}
     return {
         "readings": r,
         "ratio": _ratio(r["daemon-idle"], r["raw-idle"]),
@@ -369,7 +372,7 @@ async def idle_wake(ctx: Row, seconds: float) -> dict[str, Any]:
         "daemon-wake", "pyaudio", talk=False, idle=True, extra_toml='[wake]\nmodel = "okay_nabu"\n'
     )
     ctx.wake_floor()
-    r = {k: v[-1] for k, v in (await ctx.run(seconds)).items()}
+    r = {k: v[-1] for k, v in (await ctx.run(seconds, settle_s=IDLE_SETTLE_S)).items()}
     return {
         "readings": r,
         "ratio": _ratio(r["daemon-wake"], r["wake-floor"]),
@@ -647,6 +650,15 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("edge_daemon.fake_gemini.ws").setLevel(logging.ERROR)
+    if "start" in args.rows:
+        # Byte-compiled first, as pip leaves an installed package: compiling
+        # the sources at every start (an editable install under
+        # PYTHONDONTWRITEBYTECODE) is not what a device pays.
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(ROOT / "edge_daemon")],
+            check=True,
+            capture_output=True,
+        )
     t0 = time.monotonic()
     report = asyncio.run(main_async(args))
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
