@@ -300,6 +300,69 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class ProcSample:
+    """A process's CPU and wakeups so far, precise to the nanosecond: the sum
+    of its live threads' schedstat run time (clock ticks, 10 ms, are too
+    coarse for an idle minute) and context switches (each one a thread going
+    to sleep or being pushed off: about one per wakeup). Threads that ended
+    before the sample are not in it; ``tids`` says which were counted."""
+
+    cpu_ns: int
+    wakeups: int
+    tids: frozenset[int]
+    by_thread: dict[str, float]  # CPU seconds by kind, as thread_cpu names them
+    names: dict[int, str] = field(default_factory=dict)  # thread id -> name
+
+    def minus(self, earlier: ProcSample) -> tuple[float, int]:
+        """CPU seconds and wakeups between ``earlier`` and this sample."""
+        return (self.cpu_ns - earlier.cpu_ns) / 1e9, self.wakeups - earlier.wakeups
+
+
+def proc_sample(pid: int) -> ProcSample:
+    cpu = wakeups = 0
+    tids: set[int] = set()
+    names: dict[int, str] = {}
+    by_thread = {"main": 0.0, "pulse": 0.0, "other": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                status = f.read()
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        n = 0
+        name = ""
+        for line in status.splitlines():
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                n += int(line.split()[1])
+            elif line.startswith("Name:"):
+                name = line[5:].strip()
+        cpu += ns
+        wakeups += n
+        tids.add(int(tid))
+        names[int(tid)] = name
+        key = "main" if int(tid) == pid else "pulse" if name == "threaded-ml" else "other"
+        by_thread[key] += ns / 1e9
+    return ProcSample(cpu, wakeups, frozenset(tids), by_thread, names)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """RSS and PSS now (smaps_rollup: PSS shares each shared page among the
+    processes that map it, which is what a device with one such process
+    pays), private memory, and the peak RSS (VmHWM)."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Swap"):
+                out[key.lower()] = int(rest.split()[0])
+    out["private"] = out.pop("private_clean", 0) + out.pop("private_dirty", 0)
+    out["peak_rss"] = status_kib(pid, "VmHWM")
+    return out
+
+
 def status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -8,8 +8,9 @@ is ``setup`` (the guide's ``config`` is refused), and with push-to-talk it
 sends activityStart/activityEnd. Driven on stdin by the benchmark runner
 (``press``, ``release``, ``quit``); on ``quit`` it writes, as JSON, when each
 reply chunk (by the sequence number in its first four bytes) reached it.
+``--idle`` sends no frames: the bare client idling on its link.
 
-    python bench/raw_client.py URL JPEG RESULT_JSON   (key in $GEMINI_API_KEY)
+    python bench/raw_client.py URL JPEG RESULT_JSON [--idle]   (key in $GEMINI_API_KEY)
 
 Deliberately imports nothing from edge_daemon: what it costs is its own.
 """
@@ -26,7 +27,7 @@ import websockets
 CHUNK = 16000 * 2 * 40 // 1000  # 40 ms of 16 kHz s16le mono
 
 
-async def main(url: str, jpeg_path: str, result_path: str) -> None:
+async def main(url: str, jpeg_path: str, result_path: str, idle: bool = False) -> None:
     api_key = os.environ["GEMINI_API_KEY"]
     jpeg = open(jpeg_path, "rb").read()  # noqa: ASYNC230, SIM115 - once, before the session
     received: list[tuple[int, float]] = []
@@ -97,7 +98,8 @@ async def main(url: str, jpeg_path: str, result_path: str) -> None:
                 elif line == "quit":
                     return
 
-        tasks = [asyncio.create_task(c()) for c in (receive_loop, send_audio, send_video)]
+        loops = (receive_loop, send_audio) if idle else (receive_loop, send_audio, send_video)
+        tasks = [asyncio.create_task(c()) for c in loops]
         await commands()
         for task in tasks:
             task.cancel()
@@ -106,4 +108,4 @@ async def main(url: str, jpeg_path: str, result_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(main(*sys.argv[1:4], idle="--idle" in sys.argv[4:]))

@@ -16,6 +16,9 @@ Clients:
                callbacks), ``camera.backend = "file"``, mock GPIO
   daemon-null  the same daemon on the simulated ``null`` audio backend: what
                the daemon costs without the sound-card path
+  pyaudio      bench/pyaudio_client.py, the raw client plus PyAudio capture and
+               playback as Google's Live API starter writes them, on the same
+               clocked PulseAudio devices: the floor for a device that does audio
   raw          bench/raw_client.py, the seed guide's websockets+json+base64
   sdk          bench/sdk_client.py, google-genai's ``client.aio.live``
 
@@ -69,7 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SDK_VENV = Path.home() / ".cache" / "edge-daemon-bench" / "sdk-venv"
 TALK_S, REPLY_S, PAUSE_S, CUT_AT_S, CUT_EVERY = 3.0, 4.0, 1.0, 1.5, 3
-CLIENTS = ("daemon", "daemon-null", "raw", "sdk")
+CLIENTS = ("daemon", "pyaudio", "daemon-null", "raw", "sdk")
 TARGETS = {"cpu_vs_raw": 1.2, "cpu_vs_sdk": 0.5, "barge_in_ms": 40.0, "rss_mib": 40.0}
 
 
@@ -118,41 +121,62 @@ class Client:
 
 
 class DaemonClient(Client):
-    def __init__(self, *args: Any, audio: str, pulse: Pulse | None) -> None:
-        self.name = "daemon" if audio == "pyaudio" else "daemon-null"
+    def __init__(
+        self,
+        *args: Any,
+        audio: str,
+        pulse: Pulse | None,
+        name: str = "",
+        idle: bool = False,
+        preroll_ms: int = 0,
+        extra_toml: str = "",
+        trace: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name or ("daemon" if audio == "pyaudio" else "daemon-null")
         super().__init__(*args)
         self.audio, self.pulse = audio, pulse
+        # idle: the camera as a device keeps it by default (frames only while
+        # talking), so an idle daemon sends none, as the idle raw client.
+        self.idle, self.preroll_ms, self.extra_toml = idle, preroll_ms, extra_toml
+        self.extra_env = env or {}
+        self.python_flags: tuple[str, ...] = ()  # e.g. ("-X", "importtime")
+        # What runs `edge-daemon`: the CLI, or a bench shim around it.
+        self.entry: tuple[str, ...] = ("-m", "edge_daemon.cli")
         self.socket = self.work / f"{self.name}.sock"
-        self.trace = self.work / f"{self.name}.trace"
+        self.trace = self.work / f"{self.name}.trace" if trace else None
 
     def config(self) -> Path:
         path = self.work / f"{self.name}.toml"
         path.write_text(
             f'[gemini]\nendpoint = "{self.fake.url}"\n'
             f'[audio]\nbackend = "{self.audio}"\nchunk_ms = 40\n'
-            # No pre-roll: the first chunks of a turn would otherwise be up to
-            # 0.5 s old on purpose, and read as mic -> wire latency.
-            "preroll_ms = 0\n"
-            f'[camera]\nbackend = "file"\nfile = "{self.jpeg}"\ninterval_s = 1.0\n'
-            "only_while_talking = false\n"
+            # No pre-roll by default: the first chunks of a turn would otherwise
+            # be up to 0.5 s old on purpose, and read as mic -> wire latency.
+            f"preroll_ms = {self.preroll_ms}\n"
+            f'[camera]\nbackend = "file"\nfile = "{self.jpeg}"\n'
+            f"interval_s = {2.0 if self.idle else 1.0}\n"
+            f"only_while_talking = {'true' if self.idle else 'false'}\n"
             f'[control]\nsocket = "{self.socket}"\nkeyboard = false\n'
             # Each drop then counts as the first after a healthy spell (backoff
             # 0-0.25 s), as bench/reconnect.py does, not a climbing ladder.
             "[link]\nhealthy_after_s = 0\n"
-            '[logging]\nlevel = "warning"\ntarget = "stderr"\n'
+            '[logging]\nlevel = "warning"\ntarget = "stderr"\n' + self.extra_toml
         )
         return path
 
     async def spawn(self) -> asyncio.subprocess.Process:
         env = self.env()
-        env["EDGE_DAEMON_TRACE"] = str(self.trace)
+        if self.trace is not None:
+            env["EDGE_DAEMON_TRACE"] = str(self.trace)
+        env.update(self.extra_env)
         if self.pulse is not None:
             env.update(self.pulse.env())
         with open(self.log, "wb") as log:  # noqa: ASYNC230 - a local log file, opened once
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "edge_daemon.cli",
+                *self.python_flags,
+                *self.entry,
                 "run",
                 "--simulate",
                 "--config",
@@ -196,7 +220,7 @@ class DaemonClient(Client):
 
     def events(self) -> dict[str, list[tuple[float, float]]]:
         out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        if self.trace.exists():
+        if self.trace is not None and self.trace.exists():
             for line in self.trace.read_text().splitlines():
                 name, a, b = line.split("\t")
                 out[name].append((float(a), float(b)))
@@ -211,6 +235,14 @@ class PipeClient(Client):
 
     script = ""
 
+    def __init__(
+        self, *args: Any, name: str = "", flags: tuple[str, ...] = (), pulse: Pulse | None = None
+    ) -> None:
+        if name:
+            self.name = name
+        super().__init__(*args)
+        self.flags, self.pulse = flags, pulse
+
     def python(self) -> str:
         return sys.executable
 
@@ -219,6 +251,9 @@ class PipeClient(Client):
 
     async def spawn(self) -> asyncio.subprocess.Process:
         self.result = self.work / f"{self.name}.json"
+        env = self.env()
+        if self.pulse is not None:
+            env.update(self.pulse.env())
         with open(self.log, "wb") as log:  # noqa: ASYNC230 - a local log file, opened once
             self.proc = await asyncio.create_subprocess_exec(
                 self.python(),
@@ -226,10 +261,11 @@ class PipeClient(Client):
                 self.target(),
                 str(self.jpeg),
                 str(self.result),
+                *self.flags,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env=self.env(),
+                env=env,
                 cwd=ROOT,
             )
         return self.proc
@@ -269,6 +305,12 @@ class PipeClient(Client):
 
 class RawClient(PipeClient):
     name, script = "raw", "raw_client.py"
+
+
+class PyAudioClient(PipeClient):
+    """The fair anchor: raw_client.py's loop with the Live API starter's PyAudio sound."""
+
+    name, script = "pyaudio", "pyaudio_client.py"
 
 
 class SdkClient(PipeClient):
@@ -363,7 +405,13 @@ async def one_turn(client: Client, fake: BenchFake, cut: bool) -> None:
         await wait_until(lambda: fake.audio_s_of(n) >= CUT_AT_S, 10, "the reply to get going")
         # What the fake does when a new activity cuts its answer: interrupted, turnComplete.
         await fake._barge_in(turn.connection)
-    await wait_until(lambda: turn.completed or turn.interrupted, REPLY_S + 10, "the reply")
+    # A turn cut by a goAway switch is replayed on the next connection: a new
+    # turn at the fake, answered there.
+    await wait_until(
+        lambda: any(t.completed or t.interrupted for t in fake.turns[n:]),
+        REPLY_S + 10,
+        "the reply",
+    )
     await asyncio.sleep(PAUSE_S)
 
 
@@ -469,7 +517,10 @@ def _area(file: str) -> str:
 
 async def profile_client(client: Client, seconds: float, out: Path) -> dict[str, Any]:
     """A separate session with py-spy attached (its sampling would skew the CPU figures)."""
-    if not shutil.which("py-spy"):
+    # The venv's own bin folder need not be on PATH.
+    here = str(Path(sys.executable).parent)
+    spy_exe = shutil.which("py-spy") or shutil.which("py-spy", path=here)
+    if spy_exe is None:
         return {"skipped": "py-spy is not installed (pip install 'edge-daemon[bench]')"}
     fake = client.fake
     for turn in range(1, 200):
@@ -478,7 +529,7 @@ async def profile_client(client: Client, seconds: float, out: Path) -> dict[str,
     try:
         await client.ready()
         spy = await asyncio.create_subprocess_exec(
-            "py-spy",
+            spy_exe,
             "record",
             "--pid",
             str(proc.pid),
@@ -529,6 +580,8 @@ async def run_client(
             client: Client = SdkClient(work, fake, cert, jpeg, python=python)
         elif name == "raw":
             client = RawClient(work, fake, cert, jpeg)
+        elif name == "pyaudio":
+            client = PyAudioClient(work, fake, cert, jpeg, pulse=args.pulse)
         else:
             audio = "pyaudio" if name == "daemon" else "null"
             client = DaemonClient(work, fake, cert, jpeg, audio=audio, pulse=args.pulse)
@@ -609,7 +662,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     jpeg = make_jpeg(work / "frame.jpg")
     results: list[ClientResult] = []
     profiles: dict[str, Any] = {}
-    with pulse() if "daemon" in args.clients else contextlib.nullcontext() as pa:
+    sound = {"daemon", "pyaudio"} & set(args.clients + args.profile)
+    with pulse() if sound else contextlib.nullcontext() as pa:
         args.pulse = pa
         for name in args.clients:
             print(f"... {name}: {args.seconds:g} s session", file=sys.stderr, flush=True)

@@ -34,6 +34,13 @@ def _percent(text: str) -> int:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser. The arguments of doctor, mint-token, safe-state and
+    fake-server live in their own modules, imported only when ``argv`` names
+    that command (or is None): `run` and `ctl` must not pay for them."""
+
+    def wanted(command: str) -> bool:
+        return argv is None or command in argv
+
     parser = argparse.ArgumentParser(
         prog="edge-daemon", description="A Gemini Live voice daemon for small devices."
     )
@@ -75,17 +82,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check this device and say how to fix what is wrong")
     _add_config(doctor)
-    from .doctor import add_arguments as add_doctor_arguments
+    if wanted("doctor"):
+        from .doctor import add_arguments as add_doctor_arguments
 
-    add_doctor_arguments(doctor)
+        add_doctor_arguments(doctor)
 
     mint = sub.add_parser(
         "mint-token", help="mint an ephemeral token from an API key (for gemini.token_command)"
     )
     _add_config(mint)
-    from .mint_token import add_arguments as add_mint_arguments
+    if wanted("mint-token"):
+        from .mint_token import add_arguments as add_mint_arguments
 
-    add_mint_arguments(mint)
+        add_mint_arguments(mint)
 
     safe = sub.add_parser(
         "safe-state",
@@ -93,13 +102,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "runs it before each start and after each stop)",
     )
     _add_config(safe)
-    from .safe_state import add_arguments as add_safe_arguments
+    if wanted("safe-state"):
+        from .safe_state import add_arguments as add_safe_arguments
 
-    add_safe_arguments(safe)
+        add_safe_arguments(safe)
 
     fake = sub.add_parser("fake-server", help="run the built-in fake Gemini Live server")
-    if argv is None or "fake-server" in argv:
-        # Only then: the fake server costs every other process ~2.5 MB.
+    if wanted("fake-server"):
+        # The fake server costs every other process ~2.5 MB.
         from .fake_gemini import add_arguments
 
         add_arguments(fake)

@@ -133,6 +133,7 @@ class Daemon(StateMachine):
         )
         self.link = Link(link_settings, self._build_setup, self._serve, self._on_link_state)
         self.watch = SessionWatch(self.link.resumption, self.counters, cfg.link.response_timeout_s)
+        self.sender.on_reply_owed = self.watch.reply_owed
         self.tool_runner = ToolRunner(self.tools, self.sender, self.counters, self.link.resumption)
         self.ticker = (
             FrameTicker(camera, cfg.camera.interval_s, self._camera_wanted, self.sender.send_frame)
@@ -163,6 +164,17 @@ class Daemon(StateMachine):
         )
         if self.hands_free is not None:
             self.hands_free.refresh()
+        self.subscribe(self._voice_follows_state)
+
+    def _voice_follows_state(self, _old: State, new: State) -> None:
+        """With no turn open nothing needs the mic chunk by chunk: it rests
+        (keeping the pre-roll, if it is live) until a press, unless a detector
+        listens (the pipeline knows). Half duplex wants the pre-roll cleared
+        of the speaker's sound, so it listens through the model's answer."""
+        if self.turn.open or (self.cfg.audio.half_duplex and new is State.SPEAKING):
+            self.voice.wake()
+        else:
+            self.voice.rest()
 
     @property
     def talking(self) -> bool:
@@ -606,7 +618,8 @@ class Daemon(StateMachine):
         elif isinstance(ev, m.ToolCallCancellation):
             self.tool_runner.on_cancel(ev)
         elif isinstance(ev, m.ResumptionUpdate):
-            self.link.resumption.update(ev)
+            if self.link.resumption.update(ev):
+                self.watch.poke()  # the fresh handle a goAway switch may wait for
         elif isinstance(ev, m.GoAway):
             self.watch.go_away(ev)
         elif isinstance(ev, m.Usage):

@@ -53,6 +53,8 @@ class Sender:
         # nothing is owed. The session watch calls silence past
         # link.response_timeout_s a stall.
         self.awaiting_reply_since: float | None = None
+        # Called when an answer becomes owed: the session watch starts its clock.
+        self.on_reply_owed: Callable[[], None] = lambda: None
         # With automatic activity detection off (push-to-talk, the setup's
         # choice), the client frames every turn, typed ones too.
         self.activity_signals = True
@@ -78,7 +80,10 @@ class Sender:
         return self._activity_open
 
     def expect_reply(self) -> None:
+        owed_already = self.awaiting_reply_since is not None
         self.awaiting_reply_since = time.monotonic()
+        if not owed_already:
+            self.on_reply_owed()
 
     def pump(self) -> None:
         """Ask the sender to send what the current turn owes the server."""

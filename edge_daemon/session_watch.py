@@ -1,7 +1,12 @@
 """When to end a connection: a stop; a goAway, between turns once a fresh
 resumption handle came (or at the latest a little before the cut); or a
 stall, when the server owes an answer and says nothing for
-link.response_timeout_s."""
+link.response_timeout_s.
+
+It wakes only when something it decides on can have changed: a state
+change, a request to switch, a ``poke`` (an answer became owed, a handle
+came), or the moment a deadline (the stall's, the goAway's) falls due. An
+idle link costs it nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +21,10 @@ from .live.reconnect import Resumption, SessionEnd
 
 log = logging.getLogger(__name__)
 
+# A deadline is checked this long after it falls due (a check at the very
+# instant could see it a hair early).
+_SLACK_S = 0.02
+
 
 class SessionWatch:
     def __init__(self, resumption: Resumption, counters: Counters, timeout_s: float) -> None:
@@ -23,6 +32,8 @@ class SessionWatch:
         self.counters = counters
         self._timeout_s = timeout_s
         self._switch = asyncio.Event()  # ask the session handler to end (goAway, stop)
+        self._poked = asyncio.Event()  # something the checks read has changed
+        self._clock_running = False  # the current wait ends at a stall deadline
         self._reason = SessionEnd.GO_AWAY
         self._deadline: float | None = None
         # The resumption handle number when the last model turn ended: a goAway
@@ -31,7 +42,19 @@ class SessionWatch:
 
     def new_session(self) -> None:
         self._switch.clear()
+        self._poked.clear()
         self._deadline = None
+
+    def poke(self) -> None:
+        """Look again now: a resumption handle came."""
+        self._poked.set()
+
+    def reply_owed(self) -> None:
+        """An answer became owed: start the stall clock, unless it runs already
+        (an answer streaming in moves its deadline at every message; a wait
+        that ends at the old one looks again then)."""
+        if not self._clock_running:
+            self._poked.set()
 
     def stop(self) -> None:
         self._request(SessionEnd.STOP)
@@ -63,18 +86,22 @@ class SessionWatch:
     ) -> SessionEnd:
         """Return why the current session should end, once it should."""
         timeout = self._timeout_s
-        tick = min(0.5, timeout / 10)  # a stall is seen within a tenth of the timeout
         while True:
-            changed = asyncio.ensure_future(state_changed().wait())
-            switch = asyncio.ensure_future(self._switch.wait())
+            self._poked.clear()
+            # A state change may be the end of the turn a goAway waits for.
+            waits = [state_changed().wait(), self._poked.wait()]
+            if not self._switch.is_set():  # once set, waiting on it would return at once
+                waits.append(self._switch.wait())
+            futures = [asyncio.ensure_future(w) for w in waits]
+            since = awaiting_reply_since()
+            self._clock_running = since is not None
             try:
-                # A state change may be the end of the turn a goAway waits for.
                 await asyncio.wait(
-                    {changed, switch}, timeout=tick, return_when=asyncio.FIRST_COMPLETED
+                    futures, timeout=self._next_due(since), return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
-                changed.cancel()
-                switch.cancel()
+                for future in futures:
+                    future.cancel()
             if self._switch.is_set():
                 if self._reason is SessionEnd.STOP:
                     return SessionEnd.STOP
@@ -96,3 +123,13 @@ class SessionWatch:
                     extra={"EDGE_EVENT": "stall"},
                 )
                 return SessionEnd.STALLED
+
+    def _next_due(self, since: float | None) -> float | None:
+        """Seconds until a deadline falls due (None: none is pending)."""
+        now = time.monotonic()
+        due = []
+        if since is not None:
+            due.append(since + self._timeout_s - now)
+        if self._switch.is_set() and self._deadline is not None:
+            due.append(self._deadline - now)
+        return max(0.0, min(due)) + _SLACK_S if due else None

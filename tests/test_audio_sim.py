@@ -36,6 +36,7 @@ from edge_daemon.audio import (
     WavSpeaker,
     open_audio,
 )
+from edge_daemon.audio.base import PACED_BATCH_BLOCKS
 
 TIMEOUT = 30.0  # virtual seconds: a hang fails at once instead of stalling the run
 SPEAKER_BPS = SPEAKER_RATE * SAMPLE_WIDTH
@@ -257,6 +258,28 @@ async def test_unread_mic_drops_its_backlog_and_counts_an_overflow(
     assert len([r for r in caplog.records if "microphone" in r.getMessage()]) == 1
 
 
+@virtual_time
+async def test_a_recording_in_standby_waits_and_keeps_nothing() -> None:
+    mic = NullMicrophone(chunk_ms=40)
+    await mic.start()
+    await mic.read()
+    assert mic.standby(10)
+    reader = asyncio.create_task(mic.read())
+    await asyncio.sleep(60)  # a minute idle (virtual time)
+    assert not reader.done()
+    assert mic.resume() == []  # a recording has no room to keep
+    t0 = now()
+    assert await reader == bytes(mic.chunk_bytes)
+    assert now() - t0 == pytest.approx(0.04)  # paced from the resume, not a minute behind
+    assert mic.counters["overflows"] == 0
+
+
+async def test_a_simulated_live_mic_does_not_stand_by() -> None:
+    mic = NullMicrophone(chunk_ms=40)
+    mic.live = True  # as a test double of a room: only a real device keeps audio in standby
+    assert not mic.standby(10)
+
+
 async def test_pacing_on_the_real_clock() -> None:
     # Sleeps never end early, so the lower bound is exact; the upper one only
     # catches "not paced at all" versus "paced wildly wrong".
@@ -395,6 +418,25 @@ async def test_speaker_pace_blocks_and_speed() -> None:
         assert now() - t0 == pytest.approx(expected, abs=1e-6)
         assert {len(b) for b in speaker.blocks} == {SPEAKER_BPS // 50}  # 20 ms blocks
         await speaker.close()
+
+
+@virtual_time
+async def test_a_paced_speaker_wakes_once_per_batch_of_blocks() -> None:
+    speaker = RecordingSpeaker()
+    sleeps = 0
+    sleep_until = speaker._pacer.sleep_until
+
+    async def counted(when: float | None) -> bool:
+        nonlocal sleeps
+        sleeps += 1
+        return await sleep_until(when)
+
+    speaker._pacer.sleep_until = counted  # type: ignore[method-assign]
+    await speaker.start()
+    speaker.play(tone(1.0, 3))
+    await asyncio.wait_for(speaker.wait_idle(), TIMEOUT)
+    assert len(speaker.blocks) == 50 and sleeps == 50 // PACED_BATCH_BLOCKS
+    await speaker.close()
 
 
 @virtual_time

@@ -154,3 +154,20 @@ def test_a_key_is_never_sent_in_clear_text_to_another_machine(tmp_path: Path) ->
     assert not cleartext_to_remote("ws://[::1]:8765")
     assert not cleartext_to_remote("wss://example.com")
     assert cleartext_to_remote("ws://example.com")
+
+
+@pytest.mark.parametrize("argv", [["run"], ["ctl", "status"], ["check-config"]])
+def test_commands_import_only_their_own_parts(argv: list[str]) -> None:
+    # Every process pays for what the parser imports: `run` at each start,
+    # `ctl` in every script that drives the daemon.
+    code = (
+        "import sys\n"
+        "from edge_daemon import cli\n"
+        f"cli.build_parser({argv!r})\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    others = {"edge_daemon.doctor", "edge_daemon.mint_token", "edge_daemon.safe_state"}
+    assert loaded & others == set()
+    assert "edge_daemon.fake_gemini" not in loaded

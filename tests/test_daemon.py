@@ -274,6 +274,94 @@ async def test_preroll_of_a_live_mic_goes_out_right_after_activity_start() -> No
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
+async def test_an_idle_daemon_stops_reading_its_mic_until_a_turn() -> None:
+    # Unpaced: a mic read in a loop would deliver thousands of chunks in the
+    # time the goAway switch below takes.
+    mic = NullMicrophone(chunk_ms=40, speed=0)
+    async with rig(mic=mic) as r:
+        assert r.daemon.voice.resting
+        before = mic.counters["chunks"]
+        await r.fake.go_away(0.1)  # a session switch while idle: many loop turns
+        await r.fake.wait_for(
+            lambda f: len(f.connections) == 2 and f.connections[1].setup_complete_sent
+        )
+        await r.fake.wait_for(lambda f: f.connections[0].close_code is not None)
+        await r.state(State.IDLE)
+        assert r.daemon.voice.resting
+        assert mic.counters["chunks"] <= before + 1  # a read already under way may finish
+        r.daemon.press("test")  # the press wakes it: the turn's audio flows
+        assert not r.daemon.voice.resting
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 0.2)
+        r.daemon.release("test")
+        assert r.daemon.voice.resting  # the answer needs no mic
+        await r.state(State.IDLE)
+        assert r.daemon.voice.resting
+    states = [s for _, s in r.daemon.history]
+    assert states[-5:] == ["idle", "listening", "thinking", "speaking", "idle"]
+
+
+async def test_a_live_mic_keeps_its_preroll_through_the_idle_standby() -> None:
+    mic = StandbyCountingMic()
+    async with rig(mic=mic, overrides={"audio.preroll_ms": 400}) as r:
+        assert r.daemon.voice.resting and mic.standing_by
+        await r.until(lambda: mic.seq > 20)  # the room goes on, heard by nobody
+        r.daemon.press("test")
+        last_before_press = mic.seq
+        await r.fake.wait_for(lambda f: f.audio_received_s() >= 0.8)
+        r.daemon.release("test")
+        await r.fake.wait_for(lambda f: f.turns and f.turns[-1].completed)
+    heard = bytes(r.fake.turns[-1].heard_pcm)
+    seqs = [seq_of(heard[i : i + mic.chunk_bytes]) for i in range(0, len(heard), mic.chunk_bytes)]
+    # The 10 chunks the mic kept in standby, then the live stream, gapless.
+    assert seqs[0] == last_before_press - 9
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_half_duplex_listens_through_the_answer_to_keep_the_preroll_clean() -> None:
+    mic = StandbyCountingMic()
+    async with rig(mic=mic, overrides={"audio.half_duplex": True}) as r:
+        r.fake.script_turn(reply_pcm=tone_pcm(440.0, 30.0))
+        await turn(r)
+        await r.state(State.SPEAKING)
+        assert not r.daemon.voice.resting  # reading on, to keep the model out of the pre-roll
+        await r.until(lambda: r.daemon.speaker.playing)
+        start = mic.seq
+        await r.until(lambda: mic.seq > start + 5)
+        assert len(r.daemon.voice.preroll) == 0
+
+
+class StandbyCountingMic(CountingMic):
+    """A live mic that keeps hearing the room in standby, as PortAudio's does
+    (one chunk every 40 ms on its own clock), and keeps the newest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.standing_by = False
+        self._kept: list[bytes] = []
+        self._keep = 0
+        self._clock: asyncio.Task[None] | None = None
+
+    def standby(self, keep_chunks: int) -> bool:
+        self.standing_by, self._keep = True, keep_chunks
+        self._awake.clear()  # reads wait, as PacedMicrophone's own standby has them
+        self._clock = asyncio.get_running_loop().create_task(self._hear())
+        return True
+
+    async def _hear(self) -> None:
+        while True:
+            await asyncio.sleep(0.04)  # the room's clock, not a synchronisation
+            self._kept = [*self._kept, self._next_chunk()][-self._keep :]
+
+    def resume(self) -> list[bytes]:
+        self.standing_by = False
+        if self._clock is not None:
+            self._clock.cancel()
+        kept, self._kept = self._kept, []
+        self._awake.set()
+        self._pacer.restart()
+        return kept
+
+
 @pytest.mark.parametrize("half_duplex", [True, False])
 async def test_half_duplex_keeps_the_speakers_sound_out_of_the_preroll(half_duplex: bool) -> None:
     mic = CountingMic()

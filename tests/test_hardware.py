@@ -196,12 +196,24 @@ async def test_polling_fallback_when_edge_events_never_fire(
     ptt, rec = make_ptt(
         ButtonConfig(poll=True, poll_interval_s=0.005, bounce_s=0.01, min_press_s=0.03)
     )
-    assert ptt._button.when_pressed is None  # polling, not callbacks
+    assert ptt._button.when_activated is None  # polling, not callbacks
     pin.drive_low()
     await until(lambda: rec.events == ["press"], what="a polled press")
     pin.drive_high()
     await until(lambda: rec.events == ["press", "release"], what="a polled release")
     assert rec.threads == {threading.get_ident()}
+
+
+async def test_the_button_starts_no_thread_of_its_own(make_ptt, factory: MockFactory) -> None:
+    # gpiozero's Button keeps a hold thread that wakes ten times a second for
+    # as long as the daemon runs; an idle device must not pay for that.
+    before = {t.ident for t in threading.enumerate()}
+    _, rec = make_ptt()
+    factory.pin(23).drive_low()
+    await until(lambda: rec.events == ["press"], what="press")
+    factory.pin(23).drive_high()
+    await until(lambda: rec.events == ["press", "release"], what="release")
+    assert {t.ident for t in threading.enumerate()} == before
 
 
 async def test_sim_press_takes_the_gpiozero_path(make_ptt, factory: MockFactory) -> None:

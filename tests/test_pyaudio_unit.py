@@ -327,6 +327,36 @@ async def test_a_silent_device_is_logged_as_a_stall_not_fatal(
     await mic.close()
 
 
+async def test_standby_wakes_nobody_and_resume_hands_over_the_newest_chunks(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(backend, "STALL_S", 0.02)
+    mic, stream = make_mic(chunk_ms=40, queue_s=0.2)  # room for 5 blocks
+    await mic.start()
+    reader = asyncio.create_task(mic.read())  # waiting as the daemon goes idle
+    await settle()
+    assert mic.standby(3)
+    loop = mic._loop
+    woken: list[Any] = []
+    mic._loop = types.SimpleNamespace(call_soon_threadsafe=lambda *a: woken.append(a))  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING, logger=backend.__name__):
+        for i in range(8):  # more than the backlog holds
+            await in_thread(stream.callback, bytes([i + 1]) * 1280, 640, {}, 0)
+        with pytest.raises(TimeoutError):  # five stall periods: no stall, no read
+            await asyncio.wait_for(asyncio.shield(reader), 0.1)
+    assert woken == [], "the PortAudio thread woke the loop in standby"
+    assert mic.counters["stalls"] == 0 and mic.counters["overflows"] == 0
+    assert caplog.records == []
+    mic._loop = loop
+    monkeypatch.setattr(backend, "STALL_S", 10.0)
+    assert [c[0] for c in mic.resume()] == [6, 7, 8]  # the newest three, oldest first
+    assert mic.resume() == []  # once
+    await in_thread(stream.callback, b"\x09" * 1280, 640, {}, 0)
+    assert await asyncio.wait_for(reader, TIMEOUT) == b"\x09" * 1280  # what came after
+    assert mic.counters["overflows"] == 0
+    await mic.close()
+
+
 async def test_mic_converts_a_48k_stereo_device_to_16k_mono_chunks() -> None:
     mic, stream = make_mic(rate=48000, channels=2, chunk_ms=40)
     assert stream.kwargs["rate"] == 48000 and stream.kwargs["channels"] == 2

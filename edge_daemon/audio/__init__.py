@@ -19,6 +19,7 @@ from .base import (
     PacedMicrophone,
     PacedSpeaker,
     Speaker,
+    StandbyMicrophone,
 )
 from .null import NullMicrophone, NullSpeaker
 from .wav import WavMicrophone, WavSpeaker
@@ -36,6 +37,7 @@ __all__ = [
     "PacedMicrophone",
     "PacedSpeaker",
     "Speaker",
+    "StandbyMicrophone",
     "WavMicrophone",
     "WavSpeaker",
     "load_pyaudio_backend",

@@ -30,6 +30,10 @@ MAX_MIC_BACKLOG_S = 0.5
 # Speaker playback period: PortAudio-like granularity, and short enough that a
 # barge-in flush leaves at most this much of the old utterance.
 SPEAKER_BLOCK_MS = 20
+# A simulated speaker wakes once per this many queued blocks, not per block:
+# each block is still written (and counted) as a block once its time has
+# begun, when the batch's time is up or a flush cuts it.
+PACED_BATCH_BLOCKS = 10
 DEFAULT_SPEAKER_BUFFER_S = 60.0
 # New audio arriving this soon (at real-time pace) after the queue ran dry means
 # the feeder was late mid-utterance rather than a new utterance starting. A
@@ -68,6 +72,24 @@ class Microphone(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StandbyMicrophone(Protocol):
+    """A Microphone that can stop waking its reader while nothing needs each
+    chunk as it comes (the daemon is idle and listens for nothing): an idle
+    device then costs no wake-up per chunk. A live mic keeps the newest
+    chunks itself, so the pre-roll survives; a recording keeps nothing."""
+
+    def standby(self, keep_chunks: int) -> bool:
+        """From now until ``resume``, keep at most the newest ``keep_chunks``
+        and wake nobody (``read`` waits). False if this mic cannot: read on."""
+        ...
+
+    def resume(self) -> list[bytes]:
+        """Leave standby: the chunks kept, oldest first; ``read`` goes on with
+        what comes after them."""
+        ...
 
 
 @runtime_checkable
@@ -181,6 +203,8 @@ class PacedMicrophone(abc.ABC):
         self._pacer = Pacer(rate, speed)
         self._closed = False
         self._overflow_logged = False
+        self._awake = asyncio.Event()  # cleared in standby
+        self._awake.set()
 
     @abc.abstractmethod
     def _next_chunk(self) -> bytes:
@@ -194,9 +218,27 @@ class PacedMicrophone(abc.ABC):
         # The mic records from now on: a late first read gets the backlog at once.
         self._pacer.restart(asyncio.get_running_loop().time())
 
+    def standby(self, keep_chunks: int) -> bool:
+        """A recording has nothing worth keeping while nobody listens: reads
+        wait for ``resume``. A simulated live mic (tests) is read on."""
+        if self.live:
+            return False
+        self._awake.clear()
+        return True
+
+    def resume(self) -> list[bytes]:
+        if not self._awake.is_set():
+            self._awake.set()
+            self._pacer.restart()  # the time in standby was not recorded
+        return []
+
     async def read(self) -> bytes:
         if self._closed:
             raise RuntimeError("microphone is closed")
+        if not self._awake.is_set():
+            await self._awake.wait()
+            if self._closed:
+                raise RuntimeError("microphone is closed")
         due = self._pacer.advance(self.chunk_frames)
         if due is not None and asyncio.get_running_loop().time() - due > MAX_MIC_BACKLOG_S:
             self._overflow()
@@ -218,6 +260,7 @@ class PacedMicrophone(abc.ABC):
 
     async def close(self) -> None:
         self._closed = True
+        self._awake.set()
 
 
 class PacedSpeaker(abc.ABC):
@@ -254,7 +297,12 @@ class PacedSpeaker(abc.ABC):
         self._max_bytes = max(int(max_buffer_s * rate), 1) * SAMPLE_WIDTH
         self._underrun_gap = UNDERRUN_GAP_S / self._pacer.speed if self._pacer.speed else 0.0
         self._buf = bytearray()
-        self._in_flight = False  # a block was handed to the sink and its time is not up
+        self._in_flight = False  # a batch is playing and its time is not up
+        # The batch playing: its bytes, the loop time it began (None unpaced),
+        # and, once a flush cut it, how much of it had begun.
+        self._batch = b""
+        self._batch_begun: float | None = None
+        self._cut: int | None = None
         self._utterance_bytes = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -326,6 +374,10 @@ class PacedSpeaker(abc.ABC):
     def flush(self) -> int:
         dropped = len(self._buf)
         self._buf.clear()
+        if self._in_flight and self._cut is None:
+            # The blocks of the batch whose time has not begun are dropped too.
+            self._cut = self._begun_bytes()
+            dropped += len(self._batch) - self._cut
         self.counters["flushes"] += 1
         self.counters["bytes_flushed"] += dropped
         # The block already handed to the sink has been heard (or written);
@@ -371,17 +423,39 @@ class PacedSpeaker(abc.ABC):
                 # The silence between utterances is not owed: pace from now.
                 self._pacer.restart()
                 continue
-            block = bytes(self._buf[: self._block_bytes])
-            del self._buf[: len(block)]
-            self._in_flight = True
-            self._write_block(block)
-            finished = await self._pacer.sleep_until(
-                self._pacer.advance(len(block) // SAMPLE_WIDTH)
-            )
-            if not finished:  # flushed mid-block: whatever comes next starts afresh
+            batch = self._batch = bytes(self._buf[: self._block_bytes * PACED_BATCH_BLOCKS])
+            del self._buf[: len(batch)]
+            self._in_flight, self._cut = True, None
+            frames = len(batch) // SAMPLE_WIDTH
+            due = self._pacer.advance(frames)
+            speed = self._pacer.speed
+            self._batch_begun = None if due is None else due - frames / self.rate / speed
+            try:
+                finished = await self._pacer.sleep_until(due)
+            except asyncio.CancelledError:  # closed mid-batch: what began was heard
+                self._write_blocks(batch, self._begun_bytes())
+                raise
+            if not finished:  # flushed mid-batch: whatever comes next starts afresh
+                self._write_blocks(batch, self._cut if self._cut is not None else len(batch))
                 self._pacer.restart()
-            elif not self._buf:
-                dry_at = loop.time()
+            else:
+                self._write_blocks(batch, len(batch))
+                if not self._buf:
+                    dry_at = loop.time()
+
+    def _begun_bytes(self) -> int:
+        """How much of the batch playing has begun: whole blocks, the one in
+        flight included (it was heard, as on a device)."""
+        if self._batch_begun is None:
+            return len(self._batch)
+        elapsed = asyncio.get_running_loop().time() - self._batch_begun
+        played = elapsed * self._pacer.speed * self.rate * SAMPLE_WIDTH
+        blocks = max(0, int(played // self._block_bytes)) + 1
+        return min(len(self._batch), blocks * self._block_bytes)
+
+    def _write_blocks(self, batch: bytes, upto: int) -> None:
+        for i in range(0, upto, self._block_bytes):
+            self._write_block(batch[i : min(i + self._block_bytes, upto)])
 
     def _write_block(self, block: bytes) -> None:
         try:

@@ -174,6 +174,10 @@ class PyAudioMicrophone:
         self._dropped_ready = 0
         self._pending = bytearray()  # converted audio short of a whole chunk
         self._wake_pending = False
+        # In standby (the daemon idle) the PortAudio thread only appends: no
+        # wake-up per block, and the deque dropping its oldest is not a loss.
+        self._standby = False
+        self._keep = 0
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -195,12 +199,13 @@ class PyAudioMicrophone:
             if status & pyaudio.paInputOverflow:
                 self.counters["device_overflows"] += 1
             if in_data:
-                if len(self._raw) == self._raw.maxlen:
+                standby = self._standby
+                if len(self._raw) == self._raw.maxlen and not standby:
                     self._dropped += 1
                 self._raw.append((in_data, now))
                 # One wake-up in flight at a time: a stalled loop cannot pile
                 # up handles, and the deque bounds the audio itself.
-                if not self._wake_pending and self._loop is not None:
+                if not standby and not self._wake_pending and self._loop is not None:
                     self._wake_pending = True
                     self._loop.call_soon_threadsafe(self._wake)
         except Exception:
@@ -230,18 +235,22 @@ class PyAudioMicrophone:
         while True:
             if self._closed:
                 raise RuntimeError("microphone is closed")
-            # New audio goes in first: it must push out the oldest, never queue behind it.
-            self._take_raw()
-            if self._ready:
-                break
+            # In standby the audio waits for resume(), which hands the newest over.
+            if not self._standby:
+                # New audio goes in first: it must push out the oldest, never queue behind it.
+                self._take_raw()
+                if self._ready:
+                    break
             if self._loop is None:
                 raise RuntimeError("microphone was never started")
             self._event.clear()
             try:
-                async with asyncio.timeout(STALL_S):
+                # In standby nothing wakes this read until resume(): not a stall.
+                async with asyncio.timeout(None if self._standby else STALL_S):
                     await self._event.wait()
             except TimeoutError:
-                self._stalled()
+                if not self._standby:
+                    self._stalled()
         chunk, captured = self._ready.popleft()
         self.last_capture_time = captured
         self.counters["chunks"] += 1
@@ -289,6 +298,32 @@ class PyAudioMicrophone:
     def cue(self) -> None:
         """A live mic has nothing to rewind."""
         return
+
+    def standby(self, keep_chunks: int) -> bool:
+        """Capture goes on (the pre-roll is the room just before a press), but
+        the PortAudio thread only keeps the newest blocks until ``resume``."""
+        self._keep = max(0, keep_chunks)
+        self._standby = True
+        return True
+
+    def resume(self) -> list[bytes]:
+        if not self._standby:
+            return []
+        self._standby = False  # from the next block on, the callback wakes the loop
+        # Only the newest blocks matter (one block is one chunk at the device's
+        # rate, one more for a partial chunk); older ones were never owed to anyone.
+        stale = len(self._raw) - (self._keep + 1)
+        if stale > 0:
+            for _ in range(stale):
+                self._raw.popleft()
+            self._pending.clear()  # no longer continuous with what follows
+            if self._conv is not None:
+                self._conv.reset()
+        self._take_raw()
+        kept = list(self._ready)[-self._keep :] if self._keep else []
+        self._ready.clear()
+        self._wake()  # a read waiting through the standby looks again
+        return [chunk for chunk, _ in kept]
 
     def fault(self) -> str:
         """Why the device has stopped working ("" while it works): its stream

@@ -39,7 +39,7 @@ from ..device_health import (
     close_bounded,
     describe,
 )
-from .base import MIC_RATE, SAMPLE_WIDTH, SPEAKER_RATE, Microphone, Speaker
+from .base import MIC_RATE, SAMPLE_WIDTH, SPEAKER_RATE, Microphone, Speaker, StandbyMicrophone
 from .null import NullMicrophone, NullSpeaker
 from .reference import PlaybackTap
 
@@ -127,6 +127,7 @@ class RecoveringMicrophone(_Side):
         self.chunk_bytes = MIC_RATE * chunk_ms // 1000 * SAMPLE_WIDTH
         self._live = live
         self._stall_s = stall_s
+        self._standby: int | None = None  # chunks to keep while standing by; None: awake
 
     @property
     def live(self) -> bool:
@@ -163,6 +164,25 @@ class RecoveringMicrophone(_Side):
     def cue(self) -> None:
         if self.inner is not None:
             self.inner.cue()
+
+    def attach(self, inner: Any, *, fallback: bool = False) -> None:
+        super().attach(inner, fallback=fallback)
+        if self._standby is not None and isinstance(inner, StandbyMicrophone):
+            inner.standby(self._standby)  # a device reopened while the daemon is idle
+
+    def standby(self, keep_chunks: int) -> bool:
+        inner = self.inner
+        if inner is not None and not (
+            isinstance(inner, StandbyMicrophone) and inner.standby(keep_chunks)
+        ):
+            return False
+        self._standby = keep_chunks
+        return True
+
+    def resume(self) -> list[bytes]:
+        self._standby = None
+        inner = self.inner
+        return inner.resume() if isinstance(inner, StandbyMicrophone) else []
 
 
 class RecoveringSpeaker(_Side):

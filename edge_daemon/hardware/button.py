@@ -24,15 +24,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from gpiozero import Button
+from gpiozero import DigitalInputDevice
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockPin
 
 from ..config import ButtonConfig
 
 log = logging.getLogger(__name__)
-
-_HOLD_TIME_S = 0.05
 
 
 class PushToTalk:
@@ -56,13 +54,13 @@ class PushToTalk:
         self._loop = loop
         self._on_press = on_press
         self._on_release = on_release
-        self._button = Button(
+        # Not gpiozero's Button: its hold thread wakes ten times a second for
+        # ever, to time a when_held this class never uses (it times presses
+        # on the loop). The input device beneath it has the same edges.
+        self._button = DigitalInputDevice(
             cfg.pin,
             pull_up=cfg.pull_up,
             bounce_time=cfg.bounce_s or None,
-            # Unused (no when_held), but gpiozero's hold thread sleeps this long
-            # while the button is down, and close() waits for that thread.
-            hold_time=_HOLD_TIME_S,
             pin_factory=pin_factory,
         )
         self._held = False  # debounced level: the button is down
@@ -107,8 +105,8 @@ class PushToTalk:
         if self._cfg.poll:
             self._poller = self._loop.create_task(self._poll(), name="ptt-poll")
         else:
-            self._button.when_pressed = self._from_gpio
-            self._button.when_released = self._from_gpio
+            self._button.when_activated = self._from_gpio
+            self._button.when_deactivated = self._from_gpio
         log.info(
             "push-to-talk on GPIO%d (%s, %s)",
             self._cfg.pin,
@@ -151,7 +149,7 @@ class PushToTalk:
 
     def _read(self) -> bool:
         try:
-            return bool(self._button.is_pressed)
+            return bool(self._button.is_active)
         except Exception:  # a closed device while shutting down reads as released
             return False
 

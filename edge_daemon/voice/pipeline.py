@@ -6,6 +6,11 @@ What to listen for is set from outside (``listen``, by the hands-free turn
 source) and what was heard goes back out as an event (``on_event``): the
 pipeline never opens or ends a turn itself, and nothing it hears leaves
 the device unless a turn is open. Muted, it keeps and hears nothing.
+
+While nothing needs the chunks one by one (no turn open, nothing to listen
+for, no echo to cancel: ``rest``), a mic that can stands by: it keeps the
+pre-roll itself and wakes nobody for each chunk, until the next turn opens
+(``open_turn``) or anything else happens (``wake``, ``set_listen``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import trace
-from ..audio.base import SAMPLE_WIDTH, Microphone, Speaker
+from ..audio.base import SAMPLE_WIDTH, Microphone, Speaker, StandbyMicrophone
 from .activity import EndOfSpeech, SpeechOnset
 from .preroll import PreRoll
 
@@ -124,15 +129,50 @@ class MicPipeline:
             maxlen=max(1, round(self.d.barge_in_window_s / chunk_s))
         )
         self._wake_tail = max(1, round(WAKE_TAIL_S / chunk_s))
+        self._chunk_s = chunk_s
+        self.resting = False
 
     @property
     def echo_cancelled(self) -> bool:
         return self.d.cleaner is not None and self.d.cleaner.echo
 
+    def rest(self) -> None:
+        """Nothing is going on: stop taking the mic's chunks one by one, if
+        nothing needs them (no detector listening, no echo to cancel)."""
+        if (
+            self.resting
+            or self.listen is not Listen.NOTHING
+            or self.d.cleaner is not None
+            or not isinstance(self.mic, StandbyMicrophone)
+        ):
+            return
+        self.resting = self.mic.standby(self.preroll.chunks if self.mic.live else 0)
+
+    def wake(self) -> None:
+        """Something is going on: read the mic chunk by chunk again."""
+        if not self.resting:
+            return
+        self.resting = False
+        assert isinstance(self.mic, StandbyMicrophone)
+        kept = self.mic.resume()
+        self.counters.audio_in_chunks += len(kept)
+        if self.muted:
+            return
+        now = time.monotonic()
+        for i, chunk in enumerate(kept):
+            # Half duplex: what was heard while the speaker played, or in its
+            # echo's tail, is the model, never pre-roll (as deaf() says).
+            captured = now - (len(kept) - i) * self._chunk_s
+            if self.half_duplex and captured - self._heard_speaker_at < self.d.echo_tail_s:
+                continue
+            self.preroll.keep(chunk)
+
     def set_listen(self, listen: Listen) -> None:
         """What to listen for from the next chunk on."""
         if listen is self.listen:
             return
+        if listen is not Listen.NOTHING:
+            self.wake()  # a detector needs every chunk
         self.listen = listen
         self._end = None
         self._onset = None
@@ -155,6 +195,7 @@ class MicPipeline:
     def open_turn(self) -> list[bytes]:
         """A turn opens: its first audio is the pre-roll, and a recording
         rewinds to say it again."""
+        self.wake()
         first = self.preroll.take()
         self.mic.cue()
         return first
