@@ -112,3 +112,39 @@ async def test_raw_client_session_against_the_bench_fake(tmp_path: Path) -> None
     assert all(t >= fake.audio_sent_at[s] for s, t in got)  # one clock for both processes
     assert fake.setup_at and fake.activities == 1 and fake.connections[0].video_frames >= 1
     assert fake.protocol_violations == []
+
+
+def _ci_report(talk_null: float, idle_quiet: float, raw_talk: float = 0.7) -> dict:
+    return {
+        "rows": {
+            "talk-null": {"ratio": talk_null, "readings": {"raw": {"cpu_s_per_min": raw_talk}}},
+            "idle": {
+                "ratio": 500.0,  # against a raw client idling: shown, never held
+                "ratio_streams": 2.0,
+                "readings": {"daemon-null-idle": {"cpu_s_per_min": idle_quiet}},
+            },
+        }
+    }
+
+
+def test_the_ci_check_holds_ratios_to_their_record_within_a_quarter() -> None:
+    from bench.footprint import ci_figures, ci_verdict
+
+    baseline = {"talk-null.ratio": 1.4, "idle.ratio_streams": 2.0, "idle.null_share": 0.04}
+    figures = ci_figures(_ci_report(1.4, 0.028))
+    assert figures == {"talk-null.ratio": 1.4, "idle.ratio_streams": 2.0, "idle.null_share": 0.04}
+    assert "idle.ratio" not in figures
+    assert ci_verdict(_ci_report(1.74, 0.028), baseline) == []  # +24 %
+    assert ci_verdict(_ci_report(1.76, 0.028), baseline) == ["talk-null.ratio"]  # +26 %
+    # Idle on null audio: below 2 % of a talking client's cost is noise...
+    assert ci_verdict(_ci_report(1.4, 0.028 + 0.7 * 0.019), baseline) == []
+    # ...above it a regression, however the raw client idled.
+    assert ci_verdict(_ci_report(1.4, 0.028 + 0.7 * 0.021), baseline) == ["idle.null_share"]
+
+
+def test_the_recorded_ci_figures_are_the_held_ones() -> None:
+    from bench.footprint import BASELINE, CI_KEYS
+
+    recorded = json.loads(BASELINE.read_text())
+    assert set(recorded) == set(CI_KEYS)
+    assert all(isinstance(v, float) and v > 0 for v in recorded.values())

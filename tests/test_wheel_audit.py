@@ -213,3 +213,23 @@ def test_debian_mirrors_come_from_apts_sources(wa: ModuleType, tmp_path: Path) -
         "debian": "http://other.example/debian",
         "debian-security": "https://deb.debian.org/debian-security",
     }
+
+
+def test_requirements_are_read_per_machine_through_their_markers(
+    wa: ModuleType, tmp_path: Path
+) -> None:
+    """A package pinned differently per machine is audited at each machine's
+    own pin; one that no marker lets onto a machine is not installed there."""
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        "[project]\nname = 'x'\nversion = '0'\ndependencies = []\n"
+        "[project.optional-dependencies]\nvoice = [\n"
+        "  \"pymicro-vad>=2.1; platform_machine != 'armv7l'\",\n"
+        "  \"pymicro-vad==1.0.2; platform_machine == 'armv7l'\",\n"
+        "  \"pywebrtc-audio>=0.2; platform_machine != 'armv7l'\",\n]\n"
+    )
+    packages = {p.name: p for p in wa.collect(pyproject)}
+    vad, aec = packages["pymicro-vad"], packages["pywebrtc-audio"]
+    assert {m: str(s) for m, s in vad.specs.items()} == {"aarch64": ">=2.1", "armv7l": "==1.0.2"}
+    assert set(aec.specs) == {"aarch64"}
+    assert wa.Wheel(not_needed=True).cell() == "not installed here"

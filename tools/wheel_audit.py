@@ -91,7 +91,7 @@ ARCHES = {"aarch64": "arm64", "armv7l": "armhf"}  # pip's machine name: Debian's
 NOT_RUNTIME_EXTRAS = {"dev", "bench"}
 
 # About to be added (MQTT, wake word, voice activity, echo cancelling): audited now.
-PLANNED = ("aiomqtt", "paho-mqtt", "pymicro-wakeword", "pymicro-vad", "pywebrtc-audio")
+PLANNED: tuple[str, ...] = ()  # every package once planned is now a dependency
 
 # Needed at run time but not on PyPI: (name, needed by, Debian/Raspberry Pi OS package).
 NOT_ON_PYPI = (("libcamera (Python bindings)", "picamera2", "python3-libcamera"),)
@@ -120,7 +120,13 @@ NOTES = {
     "libcamera (Python bindings)": "picamera2/picamera2.py imports libcamera; not on PyPI: "
     "it comes with Raspberry Pi OS's libcamera, which python3-picamera2 pulls in",
     "soxr": "armv7l: no PyPI wheel and no Debian package, so pip builds it (a C compiler, "
-    "cmake) unless piwheels has a wheel (Raspberry Pi OS's pip also looks there)",
+    "cmake) unless piwheels has a wheel (Raspberry Pi OS's pip also looks there). "
+    "systemd/install.sh installs it only as a wheel, and says so where there is none",
+    "pymicro-features": "armv7l: no PyPI wheel, so the wake word ([voice]) needs a compiler "
+    "or a piwheels wheel; systemd/install.sh installs [voice] only as wheels and says so "
+    "where there are none (the button works without it)",
+    "pywebrtc-audio": "armv7l: its markers leave it out (0.0.1 is a stub, 0.2.0 source only); "
+    "the daemon runs half duplex there",
 }
 
 DEBIAN_SUITES = (  # (archive, suite): main only; later suites win
@@ -192,6 +198,15 @@ class Package:
     needed_by: list[str] = field(default_factory=list)  # "core", an extra, or a package
     planned: bool = False
     on_pypi: bool = True
+    # Per machine: what the requirements whose markers apply there allow
+    # (e.g. pymicro-vad>=2.1 on aarch64, ==1.0.2 on armv7l); absent: none apply.
+    specs: dict[str, SpecifierSet] = field(default_factory=dict)
+
+    def require(self, req: Requirement) -> None:
+        self.spec &= req.specifier
+        for machine in ARCHES:
+            if applies(req, machine):
+                self.specs[machine] = self.specs.get(machine, SpecifierSet()) & req.specifier
 
 
 def runtime_requirements(pyproject: Path) -> list[tuple[Requirement, str]]:
@@ -250,8 +265,11 @@ class Wheel:
     newest: str | None = None  # newest allowed version with anything for 3.11 (sdist too)
     missing: bool = False  # not on PyPI at all
     unknown: str | None = None  # why it could not be looked up
+    not_needed: bool = False  # no requirement's marker applies on this machine
 
     def cell(self) -> str:
+        if self.not_needed:
+            return "not installed here"
         if self.unknown:
             return "?"
         if self.missing:
@@ -478,7 +496,7 @@ def collect(pyproject: Path) -> list[Package]:
     for req, origin in runtime_requirements(pyproject):
         key = canonicalize_name(req.name)
         package = packages.setdefault(key, Package(key, req.name))
-        package.spec &= req.specifier
+        package.require(req)
         if origin not in package.needed_by:
             package.needed_by.append(origin)
     for name in PLANNED:
@@ -523,7 +541,12 @@ def audit(pyproject: Path, fetch: Fetch, *, rpi: bool = True, piwheels: bool = T
         if data is None:
             row.pypi = {m: Wheel(missing=True) for m in ARCHES}
             continue
-        row.pypi = {m: best_wheel(data, package.spec, m) for m in ARCHES}
+        row.pypi = {
+            m: best_wheel(data, spec, m)
+            if (spec := package.specs.get(m)) is not None
+            else Wheel(not_needed=True)
+            for m in ARCHES
+        }
         for req in requirements_of(data):
             machines = [m for m in ARCHES if applies(req, m)]
             if not machines:
@@ -533,7 +556,7 @@ def audit(pyproject: Path, fetch: Fetch, *, rpi: bool = True, piwheels: bool = T
             if child is None:
                 child = known[key] = Package(key, req.name, planned=package.planned)
                 queue.append(child)
-            child.spec &= req.specifier
+            child.require(req)
             child.planned = child.planned and package.planned
             if package.display not in child.needed_by:
                 child.needed_by.append(package.display)
@@ -562,7 +585,8 @@ def audit(pyproject: Path, fetch: Fetch, *, rpi: bool = True, piwheels: bool = T
             if not row.package.on_pypi:
                 continue
             try:
-                row.piwheels = piwheels_wheel(row.package.name, row.package.spec, fetch)
+                spec = row.package.specs.get("armv7l", row.package.spec)
+                row.piwheels = piwheels_wheel(row.package.name, spec, fetch)
             except Unreachable as exc:
                 unreachable["piwheels"] = str(exc)
                 break
