@@ -117,6 +117,12 @@ class AudioConfig:
     # Without echo cancellation: how long after the speaker stops the mic
     # still hears the room's echo of it (and is not listened to hands-free).
     echo_tail_ms: int = 300
+    # PortAudio: the speaker's stream stops after this long with nothing to
+    # play and no turn open (a running stream costs CPU for every block of
+    # silence); 0 = it runs for ever. It runs again from a press, before the
+    # reply, because some devices (ALSA's pulse plugin) take over a second
+    # to start.
+    speaker_rest_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -531,6 +537,7 @@ _RANGES: dict[str, _Range] = {
     "audio.max_turn_s": _Range(5, 3600),
     "audio.device_retry_max_s": _Range(1, 3600),
     "audio.device_grace_s": _Range(0, 86400),
+    "audio.speaker_rest_s": _Range(0, 86400),
     "button.pin": _Range(0, 27),  # the BCM GPIO numbers on a Pi header
     "button.bounce_s": _NON_NEGATIVE,
     "button.min_press_s": _NON_NEGATIVE,

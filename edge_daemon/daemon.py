@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import trace
-from .audio.base import Microphone, Speaker
+from .audio.base import Microphone, RestingSpeaker, Speaker
 from .camera import Camera, FrameTicker
 from .commands import Commands, Devices, StatusProvider, VirtualButton
 from .config import Config
@@ -165,6 +165,7 @@ class Daemon(StateMachine):
         if self.hands_free is not None:
             self.hands_free.refresh()
         self.subscribe(self._voice_follows_state)
+        self.subscribe(self._speaker_follows_state)
 
     def _voice_follows_state(self, _old: State, new: State) -> None:
         """With no turn open nothing needs the mic chunk by chunk: it rests
@@ -175,6 +176,15 @@ class Daemon(StateMachine):
             self.voice.wake()
         else:
             self.voice.rest()
+
+    def _speaker_follows_state(self, _old: State, new: State) -> None:
+        """From a press to the end of the answer the speaker's device runs (a
+        device can take a while to start: not when the reply comes); idle, it
+        may rest."""
+        if isinstance(self.speaker, RestingSpeaker):
+            self.speaker.keep_awake(
+                self.turn.open or new in (State.LISTENING, State.THINKING, State.SPEAKING)
+            )
 
     @property
     def talking(self) -> bool:

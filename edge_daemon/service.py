@@ -323,6 +323,7 @@ def open_devices_audio(cfg: Config, devices: DeviceBoard) -> tuple[Microphone, S
             volume=a.volume,
             grace_s=a.device_grace_s,
             retry_max_s=a.device_retry_max_s,
+            speaker_rest_s=a.speaker_rest_s,
         )
         return pair.mic, pair.speaker
     try:

@@ -110,6 +110,38 @@ async def test_one_turn_walks_the_states_and_answers() -> None:
         assert r.daemon.speaker.counters["bytes_played"] == len(r.fake.turns[-1].reply_pcm)
 
 
+class RestingNullSpeaker(NullSpeaker):
+    """A null speaker that records what the daemon tells it about resting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept_awake: list[tuple[bool, str]] = []  # (on, the daemon's state then)
+        self.daemon: Daemon | None = None
+
+    def keep_awake(self, on: bool) -> None:
+        state = self.daemon.state.value if self.daemon is not None else "?"
+        self.kept_awake.append((on, state))
+
+
+async def test_the_speaker_is_kept_awake_from_the_press_to_the_end_of_the_answer() -> None:
+    speaker = RestingNullSpeaker()
+    async with rig(speaker=speaker) as r:
+        speaker.daemon = r.daemon
+        assert speaker.kept_awake and not any(on for on, _ in speaker.kept_awake)
+        speaker.kept_awake.clear()
+        await turn(r)
+        await r.state(State.SPEAKING)
+        await r.state(State.IDLE)
+        changes = [
+            (on, state)
+            for i, (on, state) in enumerate(speaker.kept_awake)
+            if i == 0 or on != speaker.kept_awake[i - 1][0]
+        ]
+        # Awake as the turn opens (before any reply), let go only when idle again.
+        assert changes == [(True, "listening"), (False, "idle")]
+        assert r.daemon.speaker.counters["bytes_played"] == len(r.fake.turns[-1].reply_pcm)
+
+
 async def test_press_while_speaking_is_barge_in(tmp_path: Path) -> None:
     out = tmp_path / "out.wav"
     speaker = WavSpeaker(str(out))

@@ -182,6 +182,24 @@ async def test_a_stream_that_stopped_is_found_by_its_fault_probe() -> None:
         assert r.changes.seen[2:] == [("speaker", "down"), ("speaker", "up")]
 
 
+async def test_a_speaker_kept_awake_is_kept_awake_across_a_reopen() -> None:
+    async with rig(check_s=0.01) as r:
+        await r.start()
+        first = r.script.speakers[0]
+        r.speaker.keep_awake(True)  # a turn opens
+        first.reason = "edge_spk: the stream stopped (unplugged?)"
+        await r.changes.until(lambda: r.health("speaker") is Health.DOWN)
+        r.speaker.keep_awake(False)  # the turn ends while it is away
+        r.speaker.keep_awake(True)  # and the next one opens
+        r.retries.allow(1)
+        await r.changes.until(lambda: r.health("speaker") is Health.UP)
+        back = r.script.speakers[-1]
+        assert first.kept_awake == [False, True], "told at once, after being told at attach"
+        assert back.kept_awake == [True], "the device that came back runs for the open turn"
+        r.speaker.keep_awake(False)
+        assert back.kept_awake == [True, False]
+
+
 async def test_a_mic_without_a_probe_that_goes_silent_counts_as_stalled() -> None:
     script = Script()
     board = DeviceBoard()

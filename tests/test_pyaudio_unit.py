@@ -38,7 +38,7 @@ from edge_daemon.audio import (  # noqa: E402
     open_audio,
 )
 from edge_daemon.audio import pyaudio_backend as backend  # noqa: E402
-from edge_daemon.audio.base import UNDERRUN_GAP_S  # noqa: E402
+from edge_daemon.audio.base import UNDERRUN_GAP_S, RestingSpeaker  # noqa: E402
 from edge_daemon.audio.devices import (  # noqa: E402
     alsa_cards,
     choose_format,
@@ -63,14 +63,20 @@ class FakeStream:
         self.running = False
         self.closed = False
         self.died = False  # PortAudio's thread quit on an error (an unplugged device)
+        self.history: list[str] = []  # "start" and "stop", in order
+        self.start_error: BaseException | None = None
 
     def start_stream(self) -> None:
+        self.history.append("start")
+        if self.start_error is not None:
+            raise self.start_error
         self.running = True
 
     def is_active(self) -> bool:
         return self.running and not self.died
 
     def stop_stream(self) -> None:
+        self.history.append("stop")
         self.running = False
 
     def is_stopped(self) -> bool:
@@ -884,6 +890,75 @@ async def test_fault_says_when_a_stream_stopped_or_went_quiet(
         assert device.fault() == f"{device.device['name']}: the stream stopped (unplugged?)"
         await device.close()
         assert device.fault() == "", "a closed device is not a lost one"
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` on the event loop, with a generous deadline."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.005)
+
+
+REST_S = 0.05  # the speaker's rest, short for the tests
+
+
+async def test_an_idle_speaker_rests_and_audio_wakes_it() -> None:
+    spk, stream = make_speaker(rest_s=REST_S)
+    assert isinstance(spk, RestingSpeaker)
+    await spk.start()
+    assert stream.history == ["start"] and not spk.resting
+    await until(lambda: not stream.running, "the idle speaker rests")
+    assert spk.resting and stream.history == ["start", "stop"]
+    assert spk.fault() == "", "a resting stream is not a lost device"
+    audio = tone(0.06, 700)
+    spk.play(audio)
+    assert not spk.resting and spk.playing
+    await until(lambda: stream.running, "audio wakes it")
+    assert spk.fault() == ""
+    assert await in_thread(pull, stream, 3) == audio, "nothing lost to the rest"
+    await in_thread(pull, stream)  # silence: the reply has drained
+    await asyncio.wait_for(spk.wait_idle(), TIMEOUT)
+    await until(lambda: not stream.running, "it rests again after the reply")
+    assert stream.history == ["start", "stop", "start", "stop"]
+    assert spk.counters["underruns"] == 0
+    await spk.close()
+    assert stream.closed and stream.history == ["start", "stop", "start", "stop"]
+
+
+async def test_a_speaker_kept_awake_runs_and_rests_only_once_let_go() -> None:
+    spk, stream = make_speaker(rest_s=REST_S)
+    await spk.start()
+    await until(lambda: not stream.running, "the idle speaker rests")
+    spk.keep_awake(True)  # a turn opens: the reply must not wait for the device
+    await until(lambda: stream.running, "kept awake, it runs")
+    spk.play(tone(0.02, 5))
+    await in_thread(pull, stream, 2)
+    await asyncio.wait_for(spk.wait_idle(), TIMEOUT)
+    # Time passing, not a synchronisation: well past rest_s, still running.
+    await asyncio.sleep(REST_S * 4)
+    assert stream.running and stream.history == ["start", "stop", "start"]
+    spk.keep_awake(False)
+    await until(lambda: not stream.running, "let go, it rests")
+    assert stream.history == ["start", "stop", "start", "stop"]
+    await spk.close()
+
+
+async def test_a_speaker_that_cannot_start_again_is_a_fault(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spk, stream = make_speaker(rest_s=REST_S)
+    await spk.start()
+    await until(lambda: not stream.running, "the idle speaker rests")
+    stream.start_error = OSError(-9999, "Unanticipated host error")
+    with caplog.at_level(logging.ERROR, logger=backend.__name__):
+        spk.play(tone(0.02, 5))
+        await until(lambda: spk.fault() != "", "the failed start is seen")
+    assert spk.fault() == f"{spk.device['name']}: the stream stopped (unplugged?)"
+    assert any("cannot start its stream" in r.getMessage() for r in caplog.records)
+    await spk.close()
+    assert stream.closed
 
 
 def test_callbacks_are_safe_to_call_from_any_thread() -> None:

@@ -93,6 +93,18 @@ class StandbyMicrophone(Protocol):
 
 
 @runtime_checkable
+class RestingSpeaker(Protocol):
+    """A Speaker whose device can rest while nothing plays and nothing is
+    expected (a running PortAudio output stream costs wake-ups even for
+    silence). ``play`` always wakes it; the daemon wakes it ahead of a reply,
+    because a device can take a while to run again."""
+
+    def keep_awake(self, on: bool) -> None:
+        """On: run now and do not rest. Off: rest once nothing has played for a while."""
+        ...
+
+
+@runtime_checkable
 class Speaker(Protocol):
     """A sink of s16le mono PCM at ``rate`` (SPEAKER_RATE) with a barge-in flush."""
 

@@ -55,6 +55,13 @@ MIC_QUEUE_S = 2.0
 # No callback for this long while a stream should be running: the device is
 # gone (USB unplugged) or wedged. Logged and counted, never fatal.
 STALL_S = 2.0
+# A speaker with nothing to play for this long, and not kept awake for a reply,
+# stops its stream: a running output stream wakes PortAudio's thread and the
+# sound server's for every block of silence, which was most of what an idle
+# daemon cost on PulseAudio. Not at once: a device can take a while to run
+# again (ALSA's pulse plugin: about 1.5 s), so the daemon wakes it as a turn
+# opens, well before the reply.
+SPEAKER_REST_S = 5.0
 
 
 class _PortAudio:
@@ -376,9 +383,10 @@ class PyAudioSpeaker:
 
     ``play`` (event loop) appends to the buffer and the output callback
     (PortAudio thread) takes from it, both under one lock held only for a
-    bytearray copy. When the buffer is empty the callback plays silence: the
-    stream runs for the life of the speaker, so a new reply starts without the
-    cost and the click of restarting a device.
+    bytearray copy. When the buffer is empty the callback plays silence, so a
+    reply in a turn starts without the cost and the click of restarting a
+    device; after ``rest_s`` of silence with nobody keeping it awake, the
+    stream stops until ``play`` or ``keep_awake``.
     """
 
     rate = SPEAKER_RATE
@@ -392,6 +400,7 @@ class PyAudioSpeaker:
         device_channels: int,
         volume: float = 1.0,
         max_buffer_s: float = DEFAULT_SPEAKER_BUFFER_S,
+        rest_s: float = SPEAKER_REST_S,
     ) -> None:
         if not 0 <= volume <= 2:  # also rejects NaN
             raise AudioConfigError(f"audio.volume must be 0..2, got {volume!r}")
@@ -433,6 +442,14 @@ class PyAudioSpeaker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._log = _LogOnce()
+        # Resting (event loop only): what the stream should do, what it last
+        # did, and the one task that starts or stops it (never two at once).
+        self._rest_s = rest_s
+        self._kept_awake = False
+        self._want_running = True
+        self._running = False
+        self._switch: asyncio.Task[None] | None = None
+        self._rest_timer: asyncio.TimerHandle | None = None
         self._portaudio = portaudio
         self._stream = _open_stream(
             portaudio, device, device_rate, device_channels, block_frames, self._callback, "output"
@@ -488,6 +505,7 @@ class PyAudioSpeaker:
                 self._active = True
                 return
         self._idle.set()
+        self._arm_rest()
 
     @property
     def playing(self) -> bool:
@@ -508,10 +526,80 @@ class PyAudioSpeaker:
         with self._lock:
             self._last_callback = time.monotonic()
         await asyncio.to_thread(self._stream.start_stream)
+        self._running = True
         logger.info(
             "speaker: %s",
             _describe(self.device, self.device_rate, self.device_channels, SPEAKER_RATE),
         )
+        self._arm_rest()
+
+    # resting ---------------------------------------------------------------------
+
+    def keep_awake(self, on: bool) -> None:
+        """On (a turn is open, a reply may come): the stream runs. Off: it
+        rests once nothing has played for ``rest_s``."""
+        self._kept_awake = on
+        if on:
+            self._run(True)
+        else:
+            self._arm_rest()
+
+    @property
+    def resting(self) -> bool:
+        """The stream is stopped (or stopping) for want of anything to play."""
+        return not self._want_running
+
+    def _arm_rest(self) -> None:
+        if self._rest_timer is not None:
+            self._rest_timer.cancel()
+            self._rest_timer = None
+        if self._loop is None or self._closed or self._kept_awake or self._active:
+            return
+        if self._rest_s <= 0:
+            return  # configured to run for ever
+        if self._want_running:
+            self._rest_timer = self._loop.call_later(self._rest_s, self._rest)
+
+    def _rest(self) -> None:
+        self._rest_timer = None
+        if not (self._closed or self._kept_awake or self._active):
+            self._run(False)
+
+    def _run(self, running: bool) -> None:
+        if running and self._rest_timer is not None:
+            self._rest_timer.cancel()
+            self._rest_timer = None
+        if running is self._want_running:
+            return
+        self._want_running = running
+        if self._loop is not None and (self._switch is None or self._switch.done()):
+            self._switch = self._loop.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Start or stop the stream until it does what is wanted (PortAudio
+        blocks while it does: in a worker thread, one call at a time)."""
+        while not self._closed and self._running is not self._want_running:
+            running = self._want_running
+            try:
+                if running:
+                    with self._lock:
+                        self._last_callback = time.monotonic()  # the stall clock starts now
+                    await asyncio.to_thread(self._stream.start_stream)
+                else:
+                    await asyncio.to_thread(self._stream.stop_stream)
+            except Exception as exc:
+                # fault() now says the stream is not running: the device is reopened.
+                self._log(
+                    "switch",
+                    logging.ERROR,
+                    "speaker %s: cannot %s its stream: %s (logged once)",
+                    self.device["name"],
+                    "start" if running else "stop",
+                    exc,
+                )
+                return
+            self._running = running
+            logger.debug("speaker: %s", "awake" if running else "resting")
 
     def play(self, pcm: bytes) -> None:
         if self._closed or not pcm:
@@ -536,6 +624,8 @@ class PyAudioSpeaker:
                 excess += -excess % self._frame  # never split a frame
                 del self._buf[:excess]  # oldest first: the newest audio is what the user waits for
             self._active = True
+        if not self._want_running or self._rest_timer is not None:
+            self._run(True)
         if excess > 0:
             self.counters["overflow_dropped"] += excess * self._in_bps // self._dev_bps
             self._log(
@@ -565,6 +655,7 @@ class PyAudioSpeaker:
         self.counters["flushes"] += 1
         self.counters["bytes_flushed"] += dropped
         self._idle.set()
+        self._arm_rest()
         return dropped
 
     async def wait_idle(self) -> None:
@@ -585,7 +676,10 @@ class PyAudioSpeaker:
                     return
 
     def fault(self) -> str:
-        """Why the device has stopped working ("" while it works); see the microphone's."""
+        """Why the device has stopped working ("" while it works); see the
+        microphone's. A resting stream, or one being started, is not lost."""
+        if not self._want_running or (self._switch is not None and not self._switch.done()):
+            return ""
         with self._lock:
             last = self._last_callback
         return _fault(self._stream, self._loop, self._closed, last, self.device)
@@ -608,10 +702,14 @@ class PyAudioSpeaker:
         if self._closed:
             return
         self._closed = True
+        if self._rest_timer is not None:
+            self._rest_timer.cancel()
         with self._lock:
             self._buf.clear()
             self._active = False
         self._idle.set()
+        if self._switch is not None:
+            await asyncio.gather(self._switch, return_exceptions=True)  # never two calls at once
         await asyncio.to_thread(_close_stream, self._stream, self._portaudio)
 
 
@@ -672,9 +770,14 @@ def open_pyaudio_microphone(
 
 
 def open_pyaudio_speaker(
-    *, device: str = "", volume: float = 1.0, plughw: bool = False
+    *,
+    device: str = "",
+    volume: float = 1.0,
+    plughw: bool = False,
+    rest_s: float = SPEAKER_REST_S,
 ) -> PyAudioSpeaker:
-    """The output device alone, on a PortAudio instance of its own (blocking)."""
+    """The output device alone, on a PortAudio instance of its own (blocking);
+    its stream rests after ``rest_s`` with nothing to play (0: never)."""
     if not 0 <= volume <= 2:
         raise AudioConfigError(f"audio.volume must be 0..2, got {volume!r}")
     portaudio = _fresh_portaudio(plughw)
@@ -685,7 +788,7 @@ def open_pyaudio_speaker(
         )
         try:
             return PyAudioSpeaker(
-                portaudio, dev, device_rate=rate, device_channels=ch, volume=volume
+                portaudio, dev, device_rate=rate, device_channels=ch, volume=volume, rest_s=rest_s
             )
         except (OSError, ValueError) as exc:
             raise _open_error(dev, "output", exc) from None

@@ -39,7 +39,15 @@ from ..device_health import (
     close_bounded,
     describe,
 )
-from .base import MIC_RATE, SAMPLE_WIDTH, SPEAKER_RATE, Microphone, Speaker, StandbyMicrophone
+from .base import (
+    MIC_RATE,
+    SAMPLE_WIDTH,
+    SPEAKER_RATE,
+    Microphone,
+    RestingSpeaker,
+    Speaker,
+    StandbyMicrophone,
+)
 from .null import NullMicrophone, NullSpeaker
 from .reference import PlaybackTap
 
@@ -194,6 +202,7 @@ class RecoveringSpeaker(_Side):
         self._own["dropped_while_down"] = 0
         self._volume = volume
         self._tap: PlaybackTap | None = None
+        self._kept_awake = False
 
     def open_tap(self) -> PlaybackTap:
         """What the speaker plays, for the echo canceller. It outlives the
@@ -218,6 +227,8 @@ class RecoveringSpeaker(_Side):
     def attach(self, inner: Any, *, fallback: bool = False) -> None:
         if hasattr(inner, "volume"):
             inner.volume = self._volume  # a level set while it was away holds
+        if isinstance(inner, RestingSpeaker):
+            inner.keep_awake(self._kept_awake)  # a device reopened mid-turn stays awake
         tap = self._tap
         if tap is not None and hasattr(inner, "open_tap"):
             fresh = inner.open_tap()
@@ -253,6 +264,12 @@ class RecoveringSpeaker(_Side):
     def flush(self) -> int:
         inner = self.inner
         return int(inner.flush()) if inner is not None else 0
+
+    def keep_awake(self, on: bool) -> None:
+        self._kept_awake = on
+        inner = self.inner
+        if isinstance(inner, RestingSpeaker):
+            inner.keep_awake(on)
 
     @property
     def playing(self) -> bool:
@@ -459,6 +476,7 @@ def open_recovering_pyaudio(
     volume: float,
     grace_s: float,
     retry_max_s: float,
+    speaker_rest_s: float | None = None,
 ) -> AudioRecovery:
     """The PortAudio microphone and speaker, each reopened when it goes away."""
     from . import load_pyaudio_backend
@@ -473,8 +491,10 @@ def open_recovering_pyaudio(
         return mic
 
     def open_speaker() -> Speaker:
-        speaker: Speaker = load_pyaudio_backend().open_pyaudio_speaker(
-            device=output_device, volume=volume, plughw=plughw
+        backend = load_pyaudio_backend()
+        rest_s = backend.SPEAKER_REST_S if speaker_rest_s is None else speaker_rest_s
+        speaker: Speaker = backend.open_pyaudio_speaker(
+            device=output_device, volume=volume, plughw=plughw, rest_s=rest_s
         )
         return speaker
 

@@ -127,9 +127,13 @@ class FakeSpeaker:
         self.idle = asyncio.Event()
         self.idle.set()
         self.closed = False
+        self.kept_awake: list[bool] = []  # every keep_awake, in order
 
     async def start(self) -> None:
         self.script.log("start", "speaker")
+
+    def keep_awake(self, on: bool) -> None:
+        self.kept_awake.append(on)
 
     def play(self, pcm: bytes) -> None:
         if self.closed:
