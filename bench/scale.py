@@ -34,7 +34,7 @@ from typing import Any
 
 from .common import make_jpeg, make_tls, pulse, reply_pcm
 from .footprint import RESULTS, Row
-from .run import REPLY_S, ROOT, RawClient
+from .run import REPLY_S, ROOT, PyAudioClient, RawClient
 
 GO_AWAY_EVERY_S = 600.0
 FRAME_SIZES = ((320, 240), (640, 480), (1024, 768), (1280, 960), (1920, 1080))
@@ -51,17 +51,23 @@ async def length(
     row = Row(work, cert, key, jpeg, pa)
     row.forgiving = True
     await row.daemon("daemon", "pyaudio", talk=True, go_away_after_s=go_away_s)
+    # The PyAudio anchor talks beside it on a link of its own that is never
+    # ended: the load of the machine, which drifts over an hour, falls on
+    # both, so each stretch is also a ratio.
+    await row.pipe(PyAudioClient, "pyaudio", talk=True, idle=False)
     seconds = minutes * 60
     samples = await row.run(seconds, [60.0 * m for m in range(1, int(minutes))])
     fake = row.slots[0].fake
     assert fake is not None
     readings = samples["daemon"]
+    anchor = {round(a.seconds): a.cpu_s for a in samples.get("pyaudio", [])}
     points = []
     for r in readings:
         points.append(
             {
                 "minute": round(r.seconds / 60, 2),
                 "cpu_s": r.cpu_s,
+                "anchor_cpu_s": anchor.get(round(r.seconds)),
                 "rss_mib": _mib(r.memory_kib["rss"]),
                 "pss_mib": _mib(r.memory_kib["pss"]),
                 "private_mib": _mib(r.memory_kib["private"]),
@@ -69,14 +75,18 @@ async def length(
             }
         )
 
-    def stretch(a: float, b: float) -> float | None:
+    def stretch(a: float, b: float, key: str = "cpu_s") -> float | None:
         """CPU per minute between minute a and minute b."""
-        at = {round(p["minute"]): p["cpu_s"] for p in points}
-        if b not in at or (a and a not in at):
+        at = {round(p["minute"]): p[key] for p in points}
+        if b not in at or (a and a not in at) or at[b] is None or (a and at[a] is None):
             return None
         return round((at[b] - (at[a] if a else 0.0)) / (b - a), 3)
 
-    marks = [m for m in (1, 10, 60) if m <= minutes]
+    def ratio(a: float, b: float) -> float | None:
+        mine, theirs = stretch(a, b), stretch(a, b, "anchor_cpu_s")
+        return round(mine / theirs, 3) if mine and theirs else None
+
+    marks = sorted({m for m in (1, 10, 60) if m <= minutes} | {round(minutes)})
     return {
         "minutes": minutes,
         "turns": readings[-1].turns,
@@ -85,6 +95,9 @@ async def length(
         "resumed": sum(1 for c in fake.connections if c.resumed_from),
         "cpu_s_per_min": {
             f"{a}-{b}": stretch(a, b) for a, b in zip([0, *marks[:-1]], marks, strict=True)
+        },
+        "vs_pyaudio": {
+            f"{a}-{b}": ratio(a, b) for a, b in zip([0, *marks[:-1]], marks, strict=True)
         },
         "memory_at": {
             str(m): next((p for p in points if round(p["minute"]) == m), None) for m in marks
