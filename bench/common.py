@@ -363,6 +363,101 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+# What a mapping's PSS is for, by the file it maps (the first that matches).
+_PSS_KINDS = (
+    ("python heap and arenas", ("[heap]", "[anon]", "[stack]")),
+    ("libpython", ("libpython",)),
+    (
+        "sound (ALSA, its plugins, what they load)",
+        (
+            "libasound",
+            "libportaudio",
+            "_portaudio",
+            "libpulse",
+            "alsa-lib",
+            "libavcodec",
+            "libavutil",
+            "libswresample",
+            "libx26",
+            "librav1e",
+            "libaom",
+            "libSvtAv1",
+            "libdav1d",
+            "librsvg",
+            "libvorbis",
+            "libzvbi",
+            "libjack",
+            "libspeex",
+            "libsamplerate",
+            "libcodec2",
+            "libgsm",
+            "libmp3lame",
+            "libopus",
+            "libtheora",
+            "libvpx",
+            "libwebp",
+            "libxml2",
+            "libicu",
+            "libcairo",
+            "libpango",
+            "libgdk",
+            "libgio",
+            "libglib",
+            "libgobject",
+            "libpixman",
+            "libharfbuzz",
+            "libfreetype",
+            "libfontconfig",
+            "libdb-",
+            "libsndfile",
+            "libFLAC",
+            "libogg",
+            "libshine",
+            "libsnappy",
+            "libsoxr",
+            "libva",
+            "libvdpau",
+            "libdrm",
+            "libOpenCL",
+            "libzmq",
+            "libnuma",
+            "libmfx",
+            "libchromaprint",
+            "libbluray",
+            "libgme",
+            "libopenmpt",
+            "libssh",
+            "librabbitmq",
+            "libsrt",
+            "libudfread",
+            "libudev",
+        ),
+    ),
+    ("TLS (libssl, libcrypto)", ("libssl", "libcrypto")),
+    ("Python extension modules", (".cpython-", ".abi3.so")),
+)
+
+
+def pss_by_kind(pid: int) -> dict[str, int]:
+    """The process's PSS in KiB by what it is for (see _PSS_KINDS); the rest
+    (libc, libstdc++, ...) as "other libraries"."""
+    out: dict[str, int] = {}
+    name = ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 5)
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                name = head[5].strip() if len(head) > 5 else "[anon]"
+                continue
+            if head[0] == "Pss:":
+                kind = next(
+                    (k for k, marks in _PSS_KINDS if any(m in name for m in marks)),
+                    "other libraries",
+                )
+                out[kind] = out.get(kind, 0) + int(head[1])
+    return out
+
+
 def status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -65,6 +65,7 @@ from .common import (
     make_tls,
     memory_kib,
     proc_sample,
+    pss_by_kind,
     pulse,
     reply_pcm,
     wait_until,
@@ -119,6 +120,7 @@ class Reading:
     threads: dict[str, float] = field(default_factory=dict)
     thread_count: int = 0
     memory_kib: dict[str, int] = field(default_factory=dict)
+    pss_kib_by_kind: dict[str, int] = field(default_factory=dict)  # at the window's end
     turns: int = 0
     ok: bool = True
     note: str = ""
@@ -284,6 +286,8 @@ class Row:
                     name = s.client.name
                     r = window(name, first[name], proc_sample(s.client.pid), time.monotonic() - t0)
                     r.memory_kib = memory_kib(s.client.pid)
+                    if mark == marks[-1]:
+                        r.pss_kib_by_kind = pss_by_kind(s.client.pid)
                     out[name].append(r)
             turns = await asyncio.gather(*talkers)
             for s, n in zip([s for s in self.slots if s.talk], turns, strict=True):
