@@ -603,6 +603,12 @@ def summary(report: dict[str, Any]) -> list[str]:
                 f"PSS {a['pss'] / 1024:.1f} MB (RSS {a['rss'] / 1024:.1f}); target <= "
                 f"{TARGETS['pss_mib']:g} MB PSS"
             )
+            kinds = readings["daemon"].get("pss_kib_by_kind") or {}
+            if kinds:
+                parts = ", ".join(
+                    f"{k} {v / 1024:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])
+                )
+                lines.append(f"{'':10s} daemon PSS by kind (MB): {parts}")
             continue
         ratio = res["ratio"]
         extra = f" (null audio x{res['ratio_null']:.2f})" if res.get("ratio_null") else ""
