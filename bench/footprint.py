@@ -715,19 +715,20 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(main_async(args))
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
     report["load_average"] = os.getloadavg()
+    done = _jsonable(report)  # plain data: written, printed and judged
     out = args.out or RESULTS / ("footprint-ci.json" if args.ci else "footprint.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
-    for line in summary(_jsonable(report)):
+    out.write_text(json.dumps(done, indent=2) + "\n")
+    for line in summary(done):
         print(line)
     print(f"wrote {out} ({report['elapsed_s']:g} s)")
     if args.ci and args.record:
-        BASELINE.write_text(json.dumps(ci_figures(_jsonable(report)), indent=2) + "\n")
+        BASELINE.write_text(json.dumps(ci_figures(done), indent=2) + "\n")
         print(f"recorded {BASELINE}")
         return 0
     if args.ci:
         baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
-        failures = ci_verdict(_jsonable(report), baseline)
+        failures = ci_verdict(done, baseline)
         if failures:
             # A regression must show twice: the rows concerned are measured
             # again and each figure keeps the better of its two runs.
@@ -738,9 +739,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ci: measuring again: {', '.join(again)}", file=sys.stderr)
             args.rows = again
             second = _jsonable(asyncio.run(main_async(args)))
-            first = ci_figures(_jsonable(report))
-            merged = {"rows": {**_jsonable(report)["rows"], **second["rows"]}}
-            redo = ci_figures(merged)
+            first = ci_figures(done)
+            redo = ci_figures({"rows": {**done["rows"], **second["rows"]}})
             best = {k: min(first[k], redo.get(k, first[k])) for k in first}
             failures = [k for k in failures if best[k] > _limit(k, baseline[k])]
             print(f"ci: second runs: {redo}", file=sys.stderr)
